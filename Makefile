@@ -1,0 +1,81 @@
+# spancost: `make demo` runs the whole job on local services; `make test` runs the tests.
+# Both create the virtual environment from the lock file first. Nothing is downloaded
+# except packages from PyPI.
+
+PYTHON ?= python3
+VENV := .venv
+BIN := $(CURDIR)/$(VENV)/bin
+UV_VERSION := 0.13.8
+
+export SPANCOST_HOME ?= $(CURDIR)/.spancost
+export UV_PYTHON_DOWNLOADS := never
+export DBT_SEND_ANONYMOUS_USAGE_STATS := false
+export DO_NOT_TRACK := 1
+
+.PHONY: help venv demo test test-unit lint format bench airflow down clean lock docs
+
+help:
+	@echo "make demo     - generate demo spans, load them, build the marts, print cost per pipeline"
+	@echo "make test     - run unit, integration, e2e and DAG tests (real Postgres, local S3)"
+	@echo "make lint     - ruff, mypy and sqlfluff"
+	@echo "make bench    - benchmarks, written to bench/RESULTS.md"
+	@echo "make airflow  - Airflow UI on http://127.0.0.1:8080 against the demo data"
+	@echo "make docs     - build the dbt docs site (dbt/target/index.html)"
+	@echo "make down     - stop the private Postgres and the local AWS endpoint"
+	@echo "make lock     - re-resolve requirements.lock from pyproject.toml"
+
+$(VENV)/.installed: requirements.lock pyproject.toml
+	@$(PYTHON) -c 'import sys; sys.exit(0 if sys.version_info >= (3, 11) else "spancost needs Python 3.11 or newer")'
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --disable-pip-version-check uv==$(UV_VERSION)
+	$(BIN)/uv pip sync --quiet --python $(BIN)/python requirements.lock
+	$(BIN)/uv pip install --quiet --python $(BIN)/python --no-deps -e .
+	@touch $@
+
+venv: $(VENV)/.installed
+
+demo: venv
+	$(BIN)/spancost demo
+
+test: venv
+	$(BIN)/pytest
+
+test-unit: venv
+	$(BIN)/pytest -m unit
+
+lint: venv
+	$(BIN)/ruff check plugins dags tests bench
+	$(BIN)/ruff format --check plugins dags tests bench
+	$(BIN)/mypy
+	eval "$$($(BIN)/spancost env --db-only)" && $(BIN)/sqlfluff lint dbt/models
+
+format: venv
+	$(BIN)/ruff check --fix plugins dags tests bench
+	$(BIN)/ruff format plugins dags tests bench
+
+bench: venv
+	$(BIN)/python -m bench.run
+
+docs: venv
+	$(BIN)/spancost docs
+
+airflow: venv
+	eval "$$($(BIN)/spancost env)" && \
+	export AIRFLOW_HOME=$(SPANCOST_HOME)/airflow \
+	       AIRFLOW__CORE__DAGS_FOLDER=$(CURDIR)/dags \
+	       AIRFLOW__CORE__LOAD_EXAMPLES=False \
+	       AIRFLOW__API__HOST=127.0.0.1 \
+	       AIRFLOW__API__PORT=8080 \
+	       PATH=$(BIN):$$PATH && \
+	airflow standalone
+
+down:
+	-@[ -x $(BIN)/spancost ] && $(BIN)/spancost db down
+	-@[ -x $(BIN)/spancost ] && $(BIN)/spancost aws down
+
+clean: down
+	rm -rf $(SPANCOST_HOME) dbt/target dbt/logs
+
+lock: venv
+	$(BIN)/uv pip compile pyproject.toml --group dev --universal --python-version 3.11 \
+		--generate-hashes --quiet -o requirements.lock
