@@ -1,0 +1,108 @@
+"""The one module that imports Airflow: turns task context into calls into the package.
+
+DAG files stay a few lines each; they import this module inside their tasks.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import uuid
+from dataclasses import replace
+from datetime import UTC, datetime, timedelta
+from typing import Any
+from urllib.parse import quote
+
+from spancost import pipeline, settings, transform
+from spancost.errors import ConfigError
+
+log = logging.getLogger(__name__)
+
+POSTGRES_CONN_ID = "spancost_postgres"
+AWS_CONN_ID = "aws_default"
+
+
+def database_url(conn_id: str = POSTGRES_CONN_ID) -> str:
+    """The spancost database from an Airflow connection, else ``SPANCOST_DATABASE_URL``."""
+    from airflow.sdk import Connection
+
+    try:
+        conn = Connection.get(conn_id)
+    except Exception:  # the SDK raises its own not-found type; treat any as "no connection"
+        conn = None
+    if conn is not None and conn.host:
+        auth = quote(conn.login or "postgres", safe="")
+        if conn.password:
+            auth += ":" + quote(conn.password, safe="")
+        return f"postgresql://{auth}@{conn.host}:{conn.port or 5432}/{conn.schema or 'spancost'}"
+    url = os.environ.get("SPANCOST_DATABASE_URL")
+    if not url:
+        raise ConfigError(
+            f"no Postgres for spancost: create the Airflow connection {conn_id!r} "
+            "or set SPANCOST_DATABASE_URL"
+        )
+    return url
+
+
+def s3_client(conn_id: str = AWS_CONN_ID) -> Any:
+    """boto3 S3 client from the Airflow AWS connection (falls back to boto3's default chain)."""
+    from airflow.providers.amazon.aws.hooks.s3 import S3Hook
+
+    return S3Hook(aws_conn_id=conn_id).get_conn()
+
+
+def _as_utc(value: Any) -> datetime | None:
+    if value in (None, ""):
+        return None
+    if isinstance(value, str):
+        value = datetime.fromisoformat(value)
+    moment: datetime = value
+    return moment.replace(tzinfo=UTC) if moment.tzinfo is None else moment.astimezone(UTC)
+
+
+def interval(context: dict[str, Any]) -> tuple[datetime, datetime]:
+    """The run's data interval; params ``start``/``end`` override it for manual backfills."""
+    params = context.get("params") or {}
+    start = _as_utc(params.get("start")) or _as_utc(context.get("data_interval_start"))
+    end = _as_utc(params.get("end")) or _as_utc(context.get("data_interval_end"))
+    if start is None or end is None or end <= start:
+        raise ConfigError(
+            f"the run has no usable data interval ({start} to {end}): "
+            "pass params start and end (ISO 8601)"
+        )
+    return start, end
+
+
+def ingest_spans(context: dict[str, Any]) -> dict[str, int]:
+    config = settings.from_env()
+    params = context.get("params") or {}
+    if params.get("lateness_minutes") not in (None, ""):
+        config = replace(
+            config,
+            spans=replace(
+                config.spans, lateness=timedelta(minutes=int(params["lateness_minutes"]))
+            ),
+        )
+    if params.get("validate") is False:
+        config = replace(config, validate=False)
+    start, end = interval(context)
+    run_id = str(context.get("run_id") or uuid.uuid4())
+    report = pipeline.ingest_spans(
+        config, s3_client(), start, end, url=database_url(), run_id=run_id
+    )
+    summary = report.summary()
+    log.info("spans [%s, %s): %s", start.isoformat(), end.isoformat(), summary)
+    return summary
+
+
+def dbt_build(context: dict[str, Any]) -> None:
+    """``dbt build`` over the run's window (the incremental models honour start/end vars)."""
+    params = context.get("params") or {}
+    dbt_vars = {
+        name: _as_utc(params.get(name)).isoformat()  # type: ignore[union-attr]
+        for name in ("start_time", "end_time")
+        if params.get(name)
+    }
+    transform.build(
+        database_url(), full_refresh=bool(params.get("full_refresh")), dbt_vars=dbt_vars
+    )

@@ -1,0 +1,231 @@
+"""The ``spancost`` command line: demo, ingestion, transformation and local services."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import shlex
+import sys
+import uuid
+from collections.abc import Sequence
+from datetime import UTC, datetime, timedelta
+
+from spancost import db, localaws, localpg, report, settings, transform
+from spancost.errors import ConfigError, SpancostError
+
+log = logging.getLogger("spancost")
+
+DEMO_BUCKET = "spancost-demo-traces"
+DEMO_PREFIX = "otel/traces"
+DEMO_SALT = "spancost-demo-salt"
+
+
+def _parse_time(text: str) -> datetime:
+    try:
+        moment = datetime.fromisoformat(text)
+    except ValueError as exc:
+        raise ConfigError(f"not an ISO 8601 time: {text!r}") from exc
+    return moment.replace(tzinfo=UTC) if moment.tzinfo is None else moment.astimezone(UTC)
+
+
+def _s3() -> object:
+    import boto3
+
+    return boto3.client("s3")
+
+
+def cmd_db(args: argparse.Namespace) -> int:
+    pg = localpg.LocalPostgres(settings.home())
+    if args.action == "up":
+        print(db.redact(localpg.start(pg)))
+    elif args.action == "down":
+        print("stopped" if localpg.stop(pg) else "not running")
+    elif args.action == "url":
+        print(db.database_url() if args.show_password else db.redact(db.database_url()))
+    elif args.action == "init":
+        with db.connect(db.database_url()) as conn:
+            db.apply_schema(conn)
+        print("schema ready")
+    return 0
+
+
+def cmd_aws(args: argparse.Namespace) -> int:
+    aws = localaws.LocalAws(settings.home())
+    if args.action == "up":
+        print(localaws.start(aws))
+    elif args.action == "down":
+        print("stopped" if localaws.stop(aws) else "not running")
+    return 0
+
+
+def demo_settings() -> settings.Settings:
+    return settings.Settings(
+        spans=settings.SpanSource(bucket=DEMO_BUCKET, prefix=DEMO_PREFIX),
+        user_id_salt=os.environ.get("SPANCOST_USER_ID_SALT", DEMO_SALT),
+    )
+
+
+def demo_window(day: str | None) -> tuple[datetime, datetime]:
+    """The demo's day: the given date, or yesterday (UTC), so a rerun gives the same data."""
+    if day:
+        start = _parse_time(day).replace(hour=0, minute=0, second=0, microsecond=0)
+    else:
+        start = datetime.now(UTC).replace(hour=0, minute=0, second=0, microsecond=0) - timedelta(
+            days=1
+        )
+    return start, start + timedelta(days=1)
+
+
+def cmd_demo(args: argparse.Namespace) -> int:
+    from spancost import demo, pipeline
+
+    url = db.database_url()
+    localaws.use(localaws.start(localaws.LocalAws(settings.home())))
+    s3 = _s3()
+    buckets = {bucket["Name"] for bucket in s3.list_buckets().get("Buckets", [])}  # type: ignore[attr-defined]
+    if DEMO_BUCKET not in buckets:
+        s3.create_bucket(Bucket=DEMO_BUCKET)  # type: ignore[attr-defined]
+    start, end = demo_window(args.date)
+    print(f"generating demo traffic for {start:%Y-%m-%d} (UTC), seed {args.seed} ...")
+    spans = demo.generate_spans(start, end, seed=args.seed, traces_per_hour=args.traces_per_hour)
+    objects = demo.build_objects(spans, prefix=DEMO_PREFIX, seed=args.seed)
+    demo.upload_objects(s3, DEMO_BUCKET, objects)
+    print(
+        f"uploaded {len(objects)} export objects ({len(spans)} spans) to s3://{DEMO_BUCKET}/{DEMO_PREFIX}/"
+    )
+    loaded = pipeline.ingest_spans(
+        demo_settings(),
+        s3,
+        start,
+        end + timedelta(minutes=15),
+        url=url,
+        run_id=f"demo-{uuid.uuid4()}",
+    )
+    print(f"ingest: {loaded.summary()}")
+    transform.build(url)
+    print("dbt build: ok\n")
+    print(f"Estimated LLM cost per pipeline, {start:%Y-%m-%d} (UTC):\n")
+    print(report.pipeline_costs_table(url))
+    return 0
+
+
+def cmd_ingest_spans(args: argparse.Namespace) -> int:
+    from spancost import pipeline
+
+    config = settings.from_env()
+    start, end = _parse_time(args.start), _parse_time(args.end)
+    if end <= start:
+        raise ConfigError(f"--end ({end.isoformat()}) must be after --start ({start.isoformat()})")
+    loaded = pipeline.ingest_spans(
+        config, _s3(), start, end, url=db.database_url(), run_id=f"cli-{uuid.uuid4()}"
+    )
+    print(loaded.summary())
+    return 1 if loaded.count("quarantined") and args.strict else 0
+
+
+def cmd_transform(args: argparse.Namespace) -> int:
+    dbt_vars = {}
+    if args.start:
+        dbt_vars["start_time"] = _parse_time(args.start).isoformat()
+    if args.end:
+        dbt_vars["end_time"] = _parse_time(args.end).isoformat()
+    transform.build(db.database_url(), full_refresh=args.full_refresh, dbt_vars=dbt_vars)
+    print("dbt build: ok")
+    return 0
+
+
+def cmd_docs(args: argparse.Namespace) -> int:
+    transform.run_dbt(db.database_url(), ["docs", "generate"])
+    print(f"dbt docs: {transform.project_dir() / 'target' / 'index.html'}")
+    return 0
+
+
+def cmd_report(args: argparse.Namespace) -> int:
+    print(report.pipeline_costs_table(db.database_url()))
+    return 0
+
+
+def cmd_env(args: argparse.Namespace) -> int:
+    """Shell exports that point dbt, Airflow and boto3 at spancost's database and services."""
+    url = db.database_url()
+    exports = {"SPANCOST_DATABASE_URL": url, **db.dbt_env(url)}
+    if not args.db_only:
+        endpoint = localaws.start(localaws.LocalAws(settings.home()))
+        exports |= {
+            "SPANCOST_HOME": str(settings.home()),
+            "AIRFLOW_CONN_SPANCOST_POSTGRES": url,
+            "AWS_ENDPOINT_URL": endpoint,
+            **localaws.LOCAL_ENV,
+            "SPANCOST_SPANS_BUCKET": os.environ.get("SPANCOST_SPANS_BUCKET", DEMO_BUCKET),
+            "SPANCOST_SPANS_PREFIX": os.environ.get("SPANCOST_SPANS_PREFIX", DEMO_PREFIX),
+            "SPANCOST_USER_ID_SALT": os.environ.get("SPANCOST_USER_ID_SALT", DEMO_SALT),
+        }
+    for name, value in exports.items():
+        print(f"export {name}={shlex.quote(value)}")
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="spancost", description=__doc__)
+    parser.add_argument("-v", "--verbose", action="store_true", help="log at INFO level")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    p = sub.add_parser("demo", help="generate demo traffic, load it, build the marts, print costs")
+    p.add_argument("--seed", type=int, default=7)
+    p.add_argument("--date", help="UTC day to generate (YYYY-MM-DD); default yesterday")
+    p.add_argument("--traces-per-hour", type=int, default=30)
+    p.set_defaults(func=cmd_demo)
+
+    p = sub.add_parser("ingest-spans", help="load the span exports of an interval from S3")
+    p.add_argument("--start", required=True, help="interval start, ISO 8601 (UTC if no offset)")
+    p.add_argument("--end", required=True, help="interval end, ISO 8601, exclusive")
+    p.add_argument("--strict", action="store_true", help="exit 1 when an object was quarantined")
+    p.set_defaults(func=cmd_ingest_spans)
+
+    p = sub.add_parser("transform", help="run dbt build")
+    p.add_argument("--full-refresh", action="store_true")
+    p.add_argument("--start", help="rebuild marts from this time (backfill)")
+    p.add_argument("--end", help="rebuild marts up to this time (backfill)")
+    p.set_defaults(func=cmd_transform)
+
+    p = sub.add_parser("docs", help="generate the dbt docs site (dbt/target/index.html)")
+    p.set_defaults(func=cmd_docs)
+
+    p = sub.add_parser("report", help="print the cost per pipeline from the mart")
+    p.set_defaults(func=cmd_report)
+
+    p = sub.add_parser(
+        "db", help="the private Postgres server (when SPANCOST_DATABASE_URL is unset)"
+    )
+    p.add_argument("action", choices=["up", "down", "url", "init"])
+    p.add_argument("--show-password", action="store_true", help="with url: print it whole")
+    p.set_defaults(func=cmd_db)
+
+    p = sub.add_parser("aws", help="the local AWS endpoint (moto) for the demo")
+    p.add_argument("action", choices=["up", "down"])
+    p.set_defaults(func=cmd_aws)
+
+    p = sub.add_parser("env", help="print shell exports for dbt and Airflow (eval them)")
+    p.add_argument("--db-only", action="store_true", help="only the database, no local AWS")
+    p.set_defaults(func=cmd_env)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(
+        level=logging.INFO if args.verbose else logging.WARNING,
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+    )
+    if not args.verbose:
+        logging.getLogger("great_expectations").setLevel(logging.WARNING)
+    try:
+        return int(args.func(args))
+    except SpancostError as exc:
+        print(f"spancost: error: {exc}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

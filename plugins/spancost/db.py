@@ -1,0 +1,55 @@
+"""Postgres: which server, and the landing schema."""
+
+from __future__ import annotations
+
+import logging
+import os
+from importlib import resources
+from urllib.parse import unquote, urlsplit
+
+import psycopg
+
+from spancost import localpg, settings
+
+log = logging.getLogger(__name__)
+
+
+def database_url() -> str:
+    """``SPANCOST_DATABASE_URL`` when set; otherwise the private server, started if needed."""
+    url = os.environ.get("SPANCOST_DATABASE_URL")
+    if url:
+        return url
+    return localpg.start(localpg.LocalPostgres(settings.home()))
+
+
+def connect(url: str) -> psycopg.Connection[tuple[object, ...]]:
+    return psycopg.connect(url, application_name="spancost", options="-c timezone=UTC")
+
+
+def apply_schema(conn: psycopg.Connection[tuple[object, ...]]) -> None:
+    """Create the raw and ops schemas and tables (idempotent, serialised across processes)."""
+    ddl = resources.files("spancost").joinpath("sql/schema.sql").read_text()
+    with conn.transaction():
+        conn.execute("select pg_advisory_xact_lock(hashtext('spancost.schema'))")
+        conn.execute(ddl)
+
+
+def redact(url: str) -> str:
+    """The URL with its password replaced, for messages and logs."""
+    parts = urlsplit(url)
+    if not parts.password:
+        return url
+    netloc = parts.netloc.replace(f":{parts.password}@", ":***@")
+    return parts._replace(netloc=netloc).geturl()
+
+
+def dbt_env(url: str) -> dict[str, str]:
+    """The environment variables dbt's profile (dbt/profiles.yml) reads, from a database URL."""
+    parts = urlsplit(url)
+    return {
+        "SPANCOST_DB_HOST": parts.hostname or "127.0.0.1",
+        "SPANCOST_DB_PORT": str(parts.port or 5432),
+        "SPANCOST_DB_USER": unquote(parts.username or "postgres"),
+        "SPANCOST_DB_PASSWORD": unquote(parts.password or ""),
+        "SPANCOST_DB_NAME": parts.path.lstrip("/") or "postgres",
+    }

@@ -1,0 +1,88 @@
+"""Configuration, read once from environment variables into frozen dataclasses.
+
+In Airflow the same values come from connections and params; the DAGs build
+these objects and pass them in. Nothing here is a secret except the salt, which
+is never logged.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from datetime import timedelta
+from pathlib import Path
+
+from spancost.errors import ConfigError
+from spancost.normalize import DEFAULT_CONTENT_KEYS
+
+DEFAULT_PARTITION_FORMAT = "year=%Y/month=%m/day=%d/hour=%H/minute=%M"
+
+
+@dataclass(frozen=True)
+class SpanSource:
+    """Where the OpenTelemetry Collector's awss3exporter writes trace exports."""
+
+    bucket: str
+    prefix: str = ""
+    base_prefix: str = ""
+    partition_format: str = DEFAULT_PARTITION_FORMAT
+    partition_timezone: str = "UTC"
+    file_prefix: str = ""
+    lateness: timedelta = timedelta(minutes=15)
+
+
+@dataclass(frozen=True)
+class Settings:
+    spans: SpanSource
+    user_id_salt: str = field(repr=False)
+    content_keys: tuple[str, ...] = DEFAULT_CONTENT_KEYS
+    max_attribute_bytes: int = 64 * 1024
+    max_decompressed_bytes: int = 1 << 30
+    validate: bool = True
+
+
+def home() -> Path:
+    """The folder where spancost keeps local state (private Postgres, local AWS, Airflow)."""
+    return Path(os.environ.get("SPANCOST_HOME", ".spancost")).resolve()
+
+
+def _int(env: Mapping[str, str], name: str, default: int) -> int:
+    raw = env.get(name)
+    if raw is None or raw == "":
+        return default
+    try:
+        return int(raw)
+    except ValueError as exc:
+        raise ConfigError(f"{name} must be a whole number, got {raw!r}") from exc
+
+
+def from_env(env: Mapping[str, str] | None = None) -> Settings:
+    env = os.environ if env is None else env
+    bucket = env.get("SPANCOST_SPANS_BUCKET", "")
+    if not bucket:
+        raise ConfigError(
+            "SPANCOST_SPANS_BUCKET is not set: name the bucket the collector writes to"
+        )
+    salt = env.get("SPANCOST_USER_ID_SALT", "")
+    if not salt:
+        raise ConfigError("SPANCOST_USER_ID_SALT is not set: user ids are hashed with it")
+    extra_content = tuple(
+        key.strip() for key in env.get("SPANCOST_CONTENT_ATTRIBUTES", "").split(",") if key.strip()
+    )
+    return Settings(
+        spans=SpanSource(
+            bucket=bucket,
+            prefix=env.get("SPANCOST_SPANS_PREFIX", "").strip("/"),
+            base_prefix=env.get("SPANCOST_SPANS_BASE_PREFIX", "").strip("/"),
+            partition_format=env.get("SPANCOST_SPANS_PARTITION_FORMAT", DEFAULT_PARTITION_FORMAT),
+            partition_timezone=env.get("SPANCOST_SPANS_PARTITION_TIMEZONE", "UTC"),
+            file_prefix=env.get("SPANCOST_SPANS_FILE_PREFIX", ""),
+            lateness=timedelta(minutes=_int(env, "SPANCOST_SPANS_LATENESS_MINUTES", 15)),
+        ),
+        user_id_salt=salt,
+        content_keys=DEFAULT_CONTENT_KEYS + extra_content,
+        max_attribute_bytes=_int(env, "SPANCOST_MAX_ATTRIBUTE_BYTES", 64 * 1024),
+        max_decompressed_bytes=_int(env, "SPANCOST_MAX_DECOMPRESSED_BYTES", 1 << 30),
+        validate=env.get("SPANCOST_VALIDATE", "1") not in ("0", "false", "no"),
+    )
