@@ -1,0 +1,58 @@
+{#-
+    The time window an incremental model (re)builds, as a SQL predicate on `column`.
+
+    - `var('start_time')` / `var('end_time')` (ISO-8601 strings) set the window
+      explicitly, so Airflow can backfill a range. Each bound is widened to whole
+      UTC hours (start floored, end ceiled): a `delete+insert` on the hour key
+      replaces whole hours, so it must also read whole hours.
+    - Otherwise, on an incremental run, the window starts `var('lookback_hours')`
+      before the newest `time_key` already in the target and is open-ended.
+    - Otherwise (first run, `--full-refresh`) there is no bound.
+
+    The bounds never depend on "now", so a rerun over the same data gives the
+    same rows.
+-#}
+{% macro incremental_window(column, time_key='hour') -%}
+    {%- set start_time = spancost_window_timestamp('start_time') -%}
+    {%- set end_time = spancost_window_timestamp('end_time') -%}
+    {%- set lookback_hours = var('lookback_hours', 48) | int -%}
+    {%- set bounds = [] -%}
+    {%- if start_time is not none -%}
+        {%- do bounds.append(
+            column ~ " >= date_trunc('hour', cast('" ~ start_time ~ "' as timestamptz), 'UTC')"
+        ) -%}
+    {%- elif is_incremental() -%}
+        {%- do bounds.append(
+            column ~ " >= coalesce((select max(" ~ time_key ~ ") from " ~ this ~ ")"
+            ~ " - interval '" ~ lookback_hours ~ " hours', '-infinity'::timestamptz)"
+        ) -%}
+    {%- endif -%}
+    {%- if end_time is not none -%}
+        {%- do bounds.append(
+            column ~ " < date_trunc('hour', cast('" ~ end_time ~ "' as timestamptz)"
+            ~ " + interval '1 hour' - interval '1 microsecond', 'UTC')"
+        ) -%}
+    {%- endif -%}
+    {%- if bounds | length == 0 -%}
+        true
+    {%- else -%}
+        {{ bounds | join(' and ') }}
+    {%- endif -%}
+{%- endmacro %}
+
+
+{#- The value of an optional ISO-8601 timestamp var, or none. Anything else is a compile error. -#}
+{% macro spancost_window_timestamp(name) -%}
+    {%- set value = var(name, none) -%}
+    {%- if value is none or value | string | trim == '' -%}
+        {{ return(none) }}
+    {%- endif -%}
+    {%- set value = value | string | trim -%}
+    {%- set iso = '^\d{4}-\d{2}-\d{2}([T ]\d{2}:\d{2}(:\d{2}(\.\d{1,6})?)?)?(Z|[+-]\d{2}(:?\d{2})?)?$' -%}
+    {%- if not modules.re.match(iso, value) -%}
+        {{ exceptions.raise_compiler_error(
+            "var '" ~ name ~ "' must be an ISO-8601 timestamp such as 2026-01-01T00:00:00Z, got '" ~ value ~ "'"
+        ) }}
+    {%- endif -%}
+    {{ return(value) }}
+{%- endmacro %}

@@ -1,0 +1,156 @@
+with
+
+source as (
+
+    select * from {{ source('raw', 'otel_spans') }}
+
+),
+
+renamed as (
+
+    select
+        ----------  ids
+        trace_id || ':' || span_id as span_key,
+        trace_id,
+        span_id,
+        parent_span_id,
+        's3://' || source_bucket || '/' || source_key as source_object_id,
+        source_bucket,
+        source_key,
+
+        ---------- span
+        name as span_name,
+        kind as span_kind,
+        status_code,
+        status_message,
+        service_name,
+        scope_name,
+        scope_version,
+
+        ---------- gen_ai
+        provider,
+        operation,
+        request_model,
+        response_model,
+        agent_name,
+        agent_id,
+        conversation_id,
+
+        ---------- usage
+        input_tokens,
+        output_tokens,
+        cache_read_tokens,
+        cache_creation_tokens,
+        reasoning_tokens,
+        cast(reported_cost_usd as numeric) as reported_cost_usd,
+        coalesce(
+            input_tokens,
+            output_tokens,
+            cache_read_tokens,
+            cache_creation_tokens,
+            reasoning_tokens
+        ) is not null as has_usage,
+
+        ---------- attribution
+        pipeline_id,
+        team,
+        feature,
+        environment,
+        user_id_hash,
+        region,
+
+        ---------- resources
+        sagemaker_endpoint,
+        bedrock_model_id,
+        host_type,
+
+        ---------- everything else
+        attributes,
+        resource_attributes,
+
+        ---------- timestamps
+        start_time,
+        end_time,
+        extract(epoch from end_time - start_time) * 1000 as duration_ms,
+        loaded_at
+
+    from source
+
+),
+
+ranked as (
+
+    -- The same span can land from two export objects (collector retries).
+    -- Keep the copy loaded last. start_time is part of the span's identity and
+    -- of the partition key, which lets a time filter from downstream models
+    -- reach the raw table's day partitions through this view.
+    select
+        *,
+        row_number() over (
+            partition by trace_id, span_id, start_time
+            order by loaded_at desc, source_object_id desc
+        ) as copy_rank
+
+    from renamed
+
+),
+
+deduplicated as (
+
+    select * from ranked
+    where copy_rank = 1
+
+),
+
+final as (
+
+    select
+        span_key,
+        trace_id,
+        span_id,
+        parent_span_id,
+        source_object_id,
+        source_bucket,
+        source_key,
+        span_name,
+        span_kind,
+        status_code,
+        status_message,
+        service_name,
+        scope_name,
+        scope_version,
+        provider,
+        operation,
+        request_model,
+        response_model,
+        agent_name,
+        agent_id,
+        conversation_id,
+        input_tokens,
+        output_tokens,
+        cache_read_tokens,
+        cache_creation_tokens,
+        reasoning_tokens,
+        reported_cost_usd,
+        has_usage,
+        pipeline_id,
+        team,
+        feature,
+        environment,
+        user_id_hash,
+        region,
+        sagemaker_endpoint,
+        bedrock_model_id,
+        host_type,
+        attributes,
+        resource_attributes,
+        start_time,
+        end_time,
+        duration_ms,
+        loaded_at
+
+    from deduplicated
+
+)
+
+select * from final
