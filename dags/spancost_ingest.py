@@ -1,0 +1,67 @@
+"""
+### spancost_ingest
+
+Every 15 minutes, loads the OpenTelemetry trace exports that the Collector's
+**awss3exporter** wrote to S3 into Postgres (`raw.otel_spans`).
+
+* **What a run reads:** the S3 partitions (upload time) of its data interval,
+  plus a lateness lookback (param `lateness_minutes`, default from
+  `SPANCOST_SPANS_LATENESS_MINUTES`, 15). Bucket and prefix come from
+  `SPANCOST_SPANS_BUCKET` / `SPANCOST_SPANS_PREFIX`.
+* **Exactly once:** each object is loaded in one transaction together with its
+  row in the manifest `raw.s3_objects`. Retries, overlapping runs and backfills
+  skip what is already loaded; an object re-uploaded with a new etag replaces
+  its rows.
+* **Bad input:** an object that cannot be decoded is *quarantined* (manifest
+  status and reason); a span that breaks a rule, or fails the Great
+  Expectations suite `expectations/otel_spans.json`, goes to
+  `ops.rejected_spans` with the reason. The rest loads; the task fails only on
+  infrastructure errors.
+* **Backfill:** trigger with params `start` and `end` (ISO 8601, UTC), or use
+  Airflow's backfill; a run always reads its own interval, never "now".
+* **Connections:** `spancost_postgres` (Postgres) and `aws_default` (AWS; the
+  standard `AWS_ENDPOINT_URL` variable points it at a local endpoint).
+* **Publishes** the asset `spancost://raw/otel_spans`, which schedules
+  `spancost_transform`.
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+
+from airflow.sdk import Asset, CronDataIntervalTimetable, Param, dag, get_current_context, task
+
+SPANS = Asset("spancost://raw/otel_spans")
+
+
+@dag(
+    dag_id="spancost_ingest",
+    # Data intervals, not trigger times: each run owns [start, start + 15 min).
+    schedule=CronDataIntervalTimetable("*/15 * * * *", timezone="UTC"),
+    start_date=datetime(2026, 1, 1, tzinfo=UTC),
+    catchup=False,
+    max_active_runs=4,
+    default_args={"owner": "spancost", "retries": 2, "retry_delay": timedelta(minutes=1)},
+    tags=["spancost", "ingest"],
+    doc_md=__doc__,
+    params={
+        "start": Param(
+            None, type=["null", "string"], description="Override interval start (ISO 8601)"
+        ),
+        "end": Param(None, type=["null", "string"], description="Override interval end (ISO 8601)"),
+        "lateness_minutes": Param(None, type=["null", "integer"], minimum=0),
+        "validate": Param(True, type="boolean", description="Run the Great Expectations suite"),
+    },
+)
+def spancost_ingest() -> None:
+    @task(outlets=[SPANS])
+    def ingest_spans() -> dict[str, int]:
+        """Load the span exports of this run's interval from S3 into raw.otel_spans."""
+        from spancost import airflow_adapter
+
+        return airflow_adapter.ingest_spans(dict(get_current_context()))
+
+    ingest_spans()
+
+
+spancost_ingest()

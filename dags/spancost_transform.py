@@ -1,0 +1,63 @@
+"""
+### spancost_transform
+
+Builds the dbt project in `dbt/` (staging → intermediate → marts) with
+Astronomer Cosmos, one Airflow task per dbt model, seed and test.
+
+* **When:** whenever `spancost_ingest` publishes new spans (asset
+  `spancost://raw/otel_spans`), or by hand.
+* **Window:** incremental marts reprocess the last `lookback_hours` (dbt var,
+  default 48). For a backfill, trigger with params `start_time` and `end_time`
+  (ISO 8601, UTC); they become the dbt vars of the same name.
+* **Profile:** built by Cosmos from the Airflow connection `spancost_postgres`.
+* **Output:** `marts.agg_pipeline_costs_hourly` and the other marts; their
+  documentation is the dbt docs site (`dbt docs generate`).
+"""
+
+from __future__ import annotations
+
+import sys
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+from airflow.sdk import Asset, Param
+from cosmos import DbtDag, ExecutionConfig, ProfileConfig, ProjectConfig, RenderConfig
+from cosmos.constants import LoadMode, TestBehavior
+from cosmos.profiles import PostgresUserPasswordProfileMapping
+
+DBT_PROJECT = Path(__file__).resolve().parents[1] / "dbt"
+SPANS = Asset("spancost://raw/otel_spans")
+
+spancost_transform = DbtDag(
+    dag_id="spancost_transform",
+    schedule=[SPANS],
+    start_date=datetime(2026, 1, 1, tzinfo=UTC),
+    catchup=False,
+    max_active_runs=1,
+    default_args={"owner": "spancost", "retries": 2, "retry_delay": timedelta(minutes=1)},
+    tags=["spancost", "dbt"],
+    doc_md=__doc__,
+    params={
+        "start_time": Param("", type="string", description="Backfill window start (ISO 8601)"),
+        "end_time": Param("", type="string", description="Backfill window end (ISO 8601)"),
+    },
+    project_config=ProjectConfig(dbt_project_path=DBT_PROJECT),
+    profile_config=ProfileConfig(
+        profile_name="spancost",
+        target_name="airflow",
+        profile_mapping=PostgresUserPasswordProfileMapping(
+            conn_id="spancost_postgres", profile_args={"schema": "public"}
+        ),
+    ),
+    execution_config=ExecutionConfig(
+        dbt_executable_path=str(Path(sys.executable).with_name("dbt"))
+    ),
+    render_config=RenderConfig(load_method=LoadMode.DBT_LS, test_behavior=TestBehavior.AFTER_EACH),
+    operator_args={
+        "install_deps": False,
+        "vars": {
+            "start_time": "{{ params.start_time }}",
+            "end_time": "{{ params.end_time }}",
+        },
+    },
+)
