@@ -1,0 +1,123 @@
+"""End to end: demo spans in S3 → dag.test() of spancost_ingest → dbt build → the cost mart.
+
+The expected cost is computed here, independently: the uploaded objects are
+read back with gzip and json, and priced with Decimal from the seed CSV.
+"""
+
+from __future__ import annotations
+
+import csv
+import gzip
+import json
+from datetime import UTC, datetime, timedelta
+from decimal import Decimal
+from pathlib import Path
+
+import psycopg
+import pytest
+
+from spancost import demo, transform
+
+pytestmark = pytest.mark.e2e
+
+REPO = Path(__file__).resolve().parents[2]
+T = datetime(2026, 2, 3, 9, 0, tzinfo=UTC)
+PREFIX = "otel/traces"
+
+
+def prices() -> dict[str, dict[str, Decimal]]:
+    with open(REPO / "dbt" / "seeds" / "llm_prices.csv", newline="") as handle:
+        return {
+            row["model"]: {
+                name: Decimal(value) for name, value in row.items() if name.endswith("_per_mtok")
+            }
+            for row in csv.DictReader(handle)
+        }
+
+
+def expected_from_objects(
+    objects: list[demo.DemoObject],
+) -> tuple[Decimal, int, dict[str, Decimal]]:
+    table = prices()
+    total, calls, per_pipeline = Decimal(0), 0, {}
+    for obj in objects:
+        request = json.loads(gzip.decompress(obj.body))
+        for resource_spans in request["resourceSpans"]:
+            for scope_spans in resource_spans["scopeSpans"]:
+                for span in scope_spans["spans"]:
+                    attrs = {
+                        kv["key"]: next(iter(kv["value"].values()))
+                        for kv in span.get("attributes", [])
+                    }
+                    if "gen_ai.usage.input_tokens" not in attrs:
+                        continue
+                    price = table[attrs["gen_ai.request.model"]]
+                    inp = int(attrs["gen_ai.usage.input_tokens"])
+                    out = int(attrs["gen_ai.usage.output_tokens"])
+                    read = int(attrs.get("gen_ai.usage.cache_read.input_tokens", 0))
+                    write = int(attrs.get("gen_ai.usage.cache_creation.input_tokens", 0))
+                    cost = (
+                        (inp - read - write) * price["input_usd_per_mtok"]
+                        + read * price["cache_read_usd_per_mtok"]
+                        + write * price["cache_write_usd_per_mtok"]
+                        + out * price["output_usd_per_mtok"]
+                    ) / Decimal(1_000_000)
+                    total += cost
+                    calls += 1
+                    pipeline = attrs["pipeline.id"]
+                    per_pipeline[pipeline] = per_pipeline.get(pipeline, Decimal(0)) + cost
+    return total, calls, per_pipeline
+
+
+def test_ingest_dag_then_dbt_build_gives_the_independent_total(
+    s3, db_url: str, airflow_db: None, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    spans = demo.generate_spans(T, T + timedelta(minutes=15), seed=11, traces_per_hour=60)
+    objects = demo.build_objects(spans, prefix=PREFIX, seed=11)
+    demo.upload_objects(s3, "spans", objects)
+    in_interval = [obj for obj in objects if obj.upload_time < T + timedelta(minutes=15)]
+    late = [obj for obj in objects if obj.upload_time >= T + timedelta(minutes=15)]
+    total, calls, per_pipeline = expected_from_objects(in_interval)
+    assert calls > 20 and total > 0
+
+    monkeypatch.setenv("SPANCOST_SPANS_BUCKET", "spans")
+    monkeypatch.setenv("SPANCOST_SPANS_PREFIX", PREFIX)
+    monkeypatch.setenv("SPANCOST_USER_ID_SALT", "e2e-salt")
+    monkeypatch.setenv("AIRFLOW_CONN_SPANCOST_POSTGRES", db_url)
+
+    from airflow.dag_processing.dagbag import DagBag
+
+    dag = DagBag(dag_folder=str(REPO / "dags" / "spancost_ingest.py")).get_dag("spancost_ingest")
+    # A manual run at T + 15 min owns the interval that just ended: [T, T + 15 min).
+    run = dag.test(logical_date=T + timedelta(minutes=15))
+    assert (run.data_interval_start, run.data_interval_end) == (T, T + timedelta(minutes=15))
+    assert str(run.state) in ("success", "DagRunState.SUCCESS")
+
+    transform.build(db_url)
+    with psycopg.connect(db_url) as conn:
+        mart_total, mart_calls = conn.execute(
+            "select sum(estimated_cost_usd), sum(calls) from marts.agg_pipeline_costs_hourly"
+        ).fetchone()
+        mart_pipelines = dict(
+            conn.execute(
+                "select pipeline_id, sum(estimated_cost_usd) from marts.agg_pipeline_costs_hourly "
+                "group by pipeline_id"
+            ).fetchall()
+        )
+        loaded_objects = conn.execute("select count(*) from raw.s3_objects").fetchone()[0]
+    assert loaded_objects == len(in_interval)
+    assert mart_calls == calls
+    assert mart_total == total
+    assert mart_pipelines == per_pipeline
+
+    # A retry of the same interval, and the next interval, never double-count.
+    dag.test(logical_date=T + timedelta(minutes=15))
+    run = dag.test(logical_date=T + timedelta(minutes=30))
+    assert str(run.state) in ("success", "DagRunState.SUCCESS")
+    transform.build(db_url)
+    all_total, all_calls, _ = expected_from_objects(in_interval + late)
+    with psycopg.connect(db_url) as conn:
+        mart_total, mart_calls = conn.execute(
+            "select sum(estimated_cost_usd), sum(calls) from marts.agg_pipeline_costs_hourly"
+        ).fetchone()
+    assert (mart_total, mart_calls) == (all_total, all_calls)

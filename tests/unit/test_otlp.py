@@ -1,0 +1,211 @@
+"""OTLP decoding: every real sample, every id/enum/int64 form, compression and bad input."""
+
+from __future__ import annotations
+
+import base64
+import gzip
+import json
+
+import pytest
+import zstandard
+
+from spancost.errors import BadExport
+from spancost.otlp import decode_object, normalize_id
+from tests.conftest import SHARED_REALWORLD, realworld
+
+pytestmark = pytest.mark.unit
+
+
+def _independent_span_count(data: bytes) -> int:
+    """Count spans with the standard library, document by document."""
+    text = data.decode()
+    decoder = json.JSONDecoder()
+    index, count = 0, 0
+    while True:
+        while index < len(text) and text[index].isspace():
+            index += 1
+        if index >= len(text):
+            return count
+        document, index = decoder.raw_decode(text, index)
+        for resource_spans in document.get("resourceSpans", []):
+            for scope_spans in resource_spans.get("scopeSpans", []):
+                count += len(scope_spans.get("spans", []))
+
+
+SAMPLES = sorted(
+    path.name
+    for path in (SHARED_REALWORLD / "otlp-traces").glob("*")
+    if path.suffix in (".json", ".jsonl")
+) or ["(none)"]
+
+
+@pytest.mark.parametrize("name", SAMPLES)
+def test_every_real_sample_decodes_with_the_right_span_count(name: str) -> None:
+    path = realworld("otlp-traces", name)
+    data = path.read_bytes()
+    spans = decode_object(f"traces/{name}", data)
+    assert len(spans) == _independent_span_count(data) > 0
+
+
+def test_real_samples_cover_the_documented_counts() -> None:
+    counts = {
+        name: len(decode_object(name, realworld("otlp-traces", name).read_bytes()))
+        for name in (
+            "gcp-opentelemetry-operations-go_traces_basic.json",  # 3 concatenated documents
+            "dynatrace-otel-collector_otlpjson_traces.jsonl",  # JSON Lines, 2 requests
+            "jaeger_memory_fixtures_otel_traces_01.json",
+        )
+    }
+    assert counts == {
+        "gcp-opentelemetry-operations-go_traces_basic.json": 45,
+        "dynatrace-otel-collector_otlpjson_traces.jsonl": 4,
+        "jaeger_memory_fixtures_otel_traces_01.json": 4,
+    }
+
+
+def test_upper_case_hex_ids_are_lowered() -> None:
+    data = realworld("otlp-traces", "opentelemetry-proto_examples_trace.json").read_bytes()
+    (span,) = decode_object("trace.json", data)
+    assert span.trace_id == "5b8efff798038103d269b633813fc60c"
+    assert span.span_id == "eee19b7ec3c1b174"
+    assert span.parent_span_id == "eee19b7ec3c1b173"
+    assert span.kind == 2
+    assert span.scope_name == "my.library"
+    assert span.scope_attributes == {"my.scope.attribute": "some scope attribute"}
+    assert span.resource_attributes == {"service.name": "my.service"}
+    assert span.start_time_unix_nano == 1544712660000000000
+
+
+def test_every_anyvalue_type() -> None:
+    data = realworld("otlp-traces", "otel-collector_pdata_ptrace_tracesJSON.json").read_bytes()
+    first, second = decode_object("t.json", data)
+    assert first.attributes == {
+        "string": "value",
+        "bool": True,
+        "int": 1,
+        "double": 1.1,
+        "bytes": "Zm9v",
+        "array": [1, "str"],
+        "kvList": {"int": 1, "string": "string"},
+    }
+    assert first.status_code == 1 and first.status_message == "message"
+    assert first.events[0]["name"] == "eventName"
+    assert first.links[0]["span_id"] == "1112131415161718"
+    assert second.name == "testSpan2" and second.trace_id is None
+
+
+def test_enum_names_are_mapped() -> None:
+    data = realworld(
+        "otlp-traces", "gcp-opentelemetry-operations-go_traces_basic.json"
+    ).read_bytes()
+    kinds = {span.kind for span in decode_object("gcp.json", data)}
+    assert kinds <= {0, 1, 2, 3, 4, 5} and 2 in kinds
+
+
+def test_empty_resource_and_scope() -> None:
+    data = realworld("otlp-traces", "otel-collector_pdata_ptraceotlp_minimal_request.json")
+    (span,) = decode_object("min.json", data.read_bytes())
+    assert span.name == "test_span"
+    assert span.resource_attributes == {} and span.scope_name is None
+
+
+def _request(**span: object) -> bytes:
+    base = {
+        "traceId": "0af7651916cd43dd8448eb211c80319c",
+        "spanId": "b7ad6b7169203331",
+        "name": "chat",
+        "kind": 3,
+        "startTimeUnixNano": "1767225600000000000",
+        "endTimeUnixNano": "1767225601000000000",
+    }
+    base.update(span)
+    return json.dumps({"resourceSpans": [{"scopeSpans": [{"spans": [base]}]}]}).encode()
+
+
+def test_base64_ids_and_numeric_int64_and_enum_names() -> None:
+    trace = bytes.fromhex("0af7651916cd43dd8448eb211c80319c")
+    span_id = bytes.fromhex("b7ad6b7169203331")
+    data = _request(
+        traceId=base64.b64encode(trace).decode(),
+        spanId=base64.b64encode(span_id).decode(),
+        kind="SPAN_KIND_CLIENT",
+        startTimeUnixNano=1767225600000000000,
+        status={"code": "STATUS_CODE_ERROR"},
+        attributes=[{"key": "n", "value": {"intValue": 42}}],
+    )
+    (span,) = decode_object("x.json", data)
+    assert span.trace_id == trace.hex() and span.span_id == span_id.hex()
+    assert span.kind == 3 and span.status_code == 2
+    assert span.start_time_unix_nano == 1767225600000000000
+    assert span.attributes == {"n": 42}
+
+
+def test_normalize_id_rejects_garbage() -> None:
+    with pytest.raises(ValueError, match="not a 8-byte id"):
+        normalize_id("xyz", 8)
+    assert normalize_id("", 8) is None
+
+
+@pytest.mark.parametrize("compress", ["gzip", "zstd", "none"])
+def test_compression_is_sniffed_not_read_from_the_suffix(compress: str) -> None:
+    raw = _request()
+    data = {
+        "gzip": gzip.compress(raw),
+        "zstd": zstandard.ZstdCompressor().compress(raw),
+        "none": raw,
+    }[compress]
+    # A .gz key holding plain JSON happens when a client honoured Content-Encoding: gzip.
+    assert len(decode_object("traces_1.json.gz", data)) == 1
+
+
+def test_protobuf_export_decodes() -> None:
+    from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import (
+        ExportTraceServiceRequest,
+    )
+    from opentelemetry.proto.trace.v1.trace_pb2 import ResourceSpans, ScopeSpans, Span
+
+    message = ExportTraceServiceRequest(
+        resource_spans=[
+            ResourceSpans(
+                scope_spans=[
+                    ScopeSpans(
+                        spans=[
+                            Span(
+                                trace_id=bytes.fromhex("0af7651916cd43dd8448eb211c80319c"),
+                                span_id=bytes.fromhex("b7ad6b7169203331"),
+                                name="chat",
+                                kind=Span.SPAN_KIND_CLIENT,
+                                start_time_unix_nano=1767225600000000000,
+                                end_time_unix_nano=1767225601000000000,
+                            )
+                        ]
+                    )
+                ]
+            )
+        ]
+    )
+    (span,) = decode_object("traces_1.binpb", message.SerializeToString())
+    assert span.trace_id == "0af7651916cd43dd8448eb211c80319c"
+    assert span.kind == 3 and span.end_time_unix_nano == 1767225601000000000
+
+
+@pytest.mark.parametrize(
+    ("data", "message"),
+    [
+        (b'{"resourceSpans": [', "invalid JSON"),
+        (gzip.compress(b"{}")[:-6], "corrupt gzip"),
+        (b"[1, 2]", "top-level JSON array"),
+        (b'{"resourceSpans": 5}', "not a trace export"),
+        (b"   ", "empty object"),
+    ],
+)
+def test_bad_objects_raise_bad_export_naming_the_key(data: bytes, message: str) -> None:
+    with pytest.raises(BadExport, match=message) as info:
+        decode_object("otel/traces_9.json.gz", data)
+    assert "otel/traces_9.json.gz" in str(info.value)
+
+
+def test_gzip_bomb_is_refused() -> None:
+    bomb = gzip.compress(b"0" * (5 << 20))
+    with pytest.raises(BadExport, match="gzip bomb"):
+        decode_object("bomb.json.gz", bomb, limit=1 << 20)
