@@ -26,12 +26,21 @@ def connect(url: str) -> psycopg.Connection[tuple[object, ...]]:
     return psycopg.connect(url, application_name="spancost", options="-c timezone=UTC")
 
 
+def schema_files() -> list[str]:
+    """The DDL files in ``spancost/sql``: ``schema.sql`` first, then the others by name."""
+    folder = resources.files("spancost").joinpath("sql")
+    names = sorted(entry.name for entry in folder.iterdir() if entry.name.endswith(".sql"))
+    return [
+        folder.joinpath(name).read_text() for name in sorted(names, key=lambda n: n != "schema.sql")
+    ]
+
+
 def apply_schema(conn: psycopg.Connection[tuple[object, ...]]) -> None:
     """Create the raw and ops schemas and tables (idempotent, serialised across processes)."""
-    ddl = resources.files("spancost").joinpath("sql/schema.sql").read_text()
     with conn.transaction():
         conn.execute("select pg_advisory_xact_lock(hashtext('spancost.schema'))")
-        conn.execute(ddl)
+        for ddl in schema_files():
+            conn.execute(ddl)
 
 
 def redact(url: str) -> str:
