@@ -20,7 +20,7 @@ from typing import Any
 import psycopg
 
 from spancost.errors import BadExport, InfrastructureError
-from spancost.normalize import NormalizeSettings, Rejection, to_row
+from spancost.normalize import Normalizer, NormalizeSettings, Rejection
 from spancost.otlp import decode_object
 from spancost.s3layout import S3Object
 
@@ -137,8 +137,9 @@ def prepare(
     except BadExport as exc:
         prepared.quarantine_reason = str(exc)
         return prepared
+    normalizer = Normalizer(settings)
     for span in spans:
-        result = to_row(span, settings)
+        result = normalizer.row(span)
         if isinstance(result, Rejection):
             prepared.rejections.append(result)
         else:

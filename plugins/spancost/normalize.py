@@ -6,6 +6,7 @@ input tokens include cached tokens, and output tokens include reasoning tokens.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 from collections.abc import Mapping
@@ -106,7 +107,12 @@ class Rejection:
 
 
 def is_content_key(key: str, content_keys: tuple[str, ...]) -> bool:
-    return any(key == prefix or key.startswith(prefix + ".") for prefix in content_keys)
+    return key in content_keys or key.startswith(_prefixes(content_keys))
+
+
+@functools.cache
+def _prefixes(content_keys: tuple[str, ...]) -> tuple[str, ...]:
+    return tuple(f"{key}." for key in content_keys)
 
 
 def hash_user_id(user_id: str, salt: str) -> str:
@@ -137,14 +143,18 @@ def _ns_to_datetime(nanos: int) -> datetime:
 
 
 def _strip(attrs: Mapping[str, Any], settings: NormalizeSettings) -> dict[str, Any]:
-    kept: dict[str, Any] = {}
-    for key, value in attrs.items():
-        if is_content_key(key, settings.content_keys):
-            continue
-        if key in USER_ID_KEYS and value is not None:
+    """The attributes without message content, with user ids hashed."""
+    exact = settings.content_keys
+    prefixes = _prefixes(exact)
+    kept = {
+        key: value
+        for key, value in attrs.items()
+        if key not in exact and not key.startswith(prefixes)
+    }
+    for key in USER_ID_KEYS:
+        value = kept.get(key)
+        if value is not None:
             kept[key] = hash_user_id(str(value), settings.user_id_salt)
-            continue
-        kept[key] = value
     return kept
 
 
@@ -191,81 +201,114 @@ def _cost(attrs: Mapping[str, Any]) -> Decimal | None:
     return value
 
 
-def to_row(span: DecodedSpan, settings: NormalizeSettings) -> dict[str, Any] | Rejection:
-    """The ``raw.otel_spans`` row of a span, or the Rejection saying which rule it broke."""
-    attrs = _strip(span.attributes, settings)
-    resource = _strip(span.resource_attributes, settings)
-    try:
-        return _row(span, attrs, resource, settings)
-    except _Reject as bad:
-        return Rejection(
-            trace_id=span.trace_id,
-            span_id=span.span_id,
-            reason=bad.reason,
-            field=bad.field,
-            value=_text(bad.value) or "",
-            span={
-                "name": span.name,
-                "start_time_unix_nano": span.start_time_unix_nano,
-                "end_time_unix_nano": span.end_time_unix_nano,
-                "attributes": attrs,
-                "resource_attributes": resource,
-            },
-        )
+class Normalizer:
+    """Turns decoded spans into rows; resource-level work is done once per resource."""
 
+    def __init__(self, settings: NormalizeSettings) -> None:
+        self.settings = settings
+        self.latest_ns = int((settings.now + MAX_FUTURE).timestamp()) * 1_000_000_000
+        self._resources: dict[int, tuple[Mapping[str, Any], dict[str, Any], dict[str, Any]]] = {}
 
-def _row(
-    span: DecodedSpan,
-    attrs: dict[str, Any],
-    resource: dict[str, Any],
-    settings: NormalizeSettings,
-) -> dict[str, Any]:
-    for problem_field, message in span.problems:
-        raise _Reject(message, problem_field, "")
-    if not span.trace_id or len(span.trace_id) != 32:
-        raise _Reject("span has no valid trace id", "traceId", span.trace_id)
-    if not span.span_id or len(span.span_id) != 16:
-        raise _Reject("span has no valid span id", "spanId", span.span_id)
-    start_ns, end_ns = span.start_time_unix_nano, span.end_time_unix_nano
-    latest_ns = int((settings.now + MAX_FUTURE).timestamp()) * 1_000_000_000
-    for name, nanos in (("startTimeUnixNano", start_ns), ("endTimeUnixNano", end_ns)):
-        if nanos is None:
-            raise _Reject("span has no timestamp", name, nanos)
-        if nanos < MIN_TIME_NS:
-            raise _Reject("timestamp is before 2000-01-01", name, nanos)
-        if nanos > latest_ns:
-            raise _Reject("timestamp is more than a day in the future", name, nanos)
-    assert start_ns is not None and end_ns is not None
-    if end_ns < start_ns:
-        raise _Reject("span ends before it starts", "endTimeUnixNano", end_ns)
-    for key, value in attrs.items():
-        if isinstance(value, str) and len(value) > settings.max_attribute_bytes:
-            raise _Reject(
-                f"attribute value is over {settings.max_attribute_bytes} bytes",
-                key,
-                value[:200] + "…",
+    def _resource(self, attrs: Mapping[str, Any]) -> tuple[dict[str, Any], dict[str, Any]]:
+        """(stripped resource attributes, typed values found in them), cached per resource."""
+        cached = self._resources.get(id(attrs))
+        if cached is not None and cached[0] is attrs:
+            return cached[1], cached[2]
+        stripped = _strip(attrs, self.settings)
+        typed = {name: _lookup(names, stripped) for name, names in ALIASES.items()}
+        typed["user"] = _lookup(USER_ID_KEYS, stripped)
+        if len(self._resources) > 10_000:
+            self._resources.clear()
+        self._resources[id(attrs)] = (attrs, stripped, typed)
+        return stripped, typed
+
+    def row(self, span: DecodedSpan) -> dict[str, Any] | Rejection:
+        """The ``raw.otel_spans`` row of a span, or the Rejection saying which rule it broke."""
+        attrs = _strip(span.attributes, self.settings)
+        resource, resource_typed = self._resource(span.resource_attributes)
+        try:
+            return self._row(span, attrs, resource, resource_typed)
+        except _Reject as bad:
+            return Rejection(
+                trace_id=span.trace_id,
+                span_id=span.span_id,
+                reason=bad.reason,
+                field=bad.field,
+                value=_text(bad.value) or "",
+                span={
+                    "name": span.name,
+                    "start_time_unix_nano": span.start_time_unix_nano,
+                    "end_time_unix_nano": span.end_time_unix_nano,
+                    "attributes": attrs,
+                    "resource_attributes": resource,
+                },
             )
 
-    tokens = {name: _tokens(name, names, attrs) for name, names in TOKEN_ALIASES.items()}
-    typed = {name: _text(_lookup(names, attrs, resource)) for name, names in ALIASES.items()}
-    user = _lookup(USER_ID_KEYS, attrs, resource)  # already hashed by _strip
-    return {
-        "trace_id": span.trace_id,
-        "span_id": span.span_id,
-        "parent_span_id": span.parent_span_id,
-        "name": span.name,
-        "kind": span.kind,
-        "start_time": _ns_to_datetime(start_ns),
-        "end_time": _ns_to_datetime(end_ns),
-        "status_code": span.status_code,
-        "status_message": span.status_message,
-        "service_name": _text(resource.get("service.name")),
-        "scope_name": span.scope_name,
-        "scope_version": span.scope_version,
-        **typed,
-        **tokens,
-        "user_id_hash": _text(user),
-        "reported_cost_usd": _cost(attrs),
-        "attributes": attrs,
-        "resource_attributes": resource,
-    }
+    def _row(
+        self,
+        span: DecodedSpan,
+        attrs: dict[str, Any],
+        resource: dict[str, Any],
+        resource_typed: dict[str, Any],
+    ) -> dict[str, Any]:
+        settings = self.settings
+        for problem_field, message in span.problems:
+            raise _Reject(message, problem_field, "")
+        if not span.trace_id or len(span.trace_id) != 32:
+            raise _Reject("span has no valid trace id", "traceId", span.trace_id)
+        if not span.span_id or len(span.span_id) != 16:
+            raise _Reject("span has no valid span id", "spanId", span.span_id)
+        start_ns, end_ns = span.start_time_unix_nano, span.end_time_unix_nano
+        for name, nanos in (("startTimeUnixNano", start_ns), ("endTimeUnixNano", end_ns)):
+            if nanos is None:
+                raise _Reject("span has no timestamp", name, nanos)
+            if nanos < MIN_TIME_NS:
+                raise _Reject("timestamp is before 2000-01-01", name, nanos)
+            if nanos > self.latest_ns:
+                raise _Reject("timestamp is more than a day in the future", name, nanos)
+        assert start_ns is not None and end_ns is not None
+        if end_ns < start_ns:
+            raise _Reject("span ends before it starts", "endTimeUnixNano", end_ns)
+        limit = settings.max_attribute_bytes
+        for key, value in attrs.items():
+            if isinstance(value, str) and len(value) > limit:
+                raise _Reject(f"attribute value is over {limit} bytes", key, value[:200] + "…")
+
+        if _USAGE_KEYS.isdisjoint(attrs):
+            tokens: dict[str, int | None] = dict.fromkeys(TOKEN_ALIASES)
+        else:
+            tokens = {name: _tokens(name, names, attrs) for name, names in TOKEN_ALIASES.items()}
+        typed = {
+            name: _text(_lookup(names, attrs) or resource_typed[name])
+            for name, names in ALIASES.items()
+        }
+        user = _lookup(USER_ID_KEYS, attrs) or resource_typed["user"]  # hashed by _strip
+        return {
+            "trace_id": span.trace_id,
+            "span_id": span.span_id,
+            "parent_span_id": span.parent_span_id,
+            "name": span.name,
+            "kind": span.kind,
+            "start_time": _ns_to_datetime(start_ns),
+            "end_time": _ns_to_datetime(end_ns),
+            "status_code": span.status_code,
+            "status_message": span.status_message,
+            "service_name": _text(resource.get("service.name")),
+            "scope_name": span.scope_name,
+            "scope_version": span.scope_version,
+            **typed,
+            **tokens,
+            "user_id_hash": _text(user),
+            "reported_cost_usd": None if _COST_KEYS.isdisjoint(attrs) else _cost(attrs),
+            "attributes": attrs,
+            "resource_attributes": resource,
+        }
+
+
+_USAGE_KEYS = frozenset(name for names in TOKEN_ALIASES.values() for name in names)
+_COST_KEYS = frozenset(COST_ALIASES)
+
+
+def to_row(span: DecodedSpan, settings: NormalizeSettings) -> dict[str, Any] | Rejection:
+    """The row of one span (see :class:`Normalizer`, which is faster for many spans)."""
+    return Normalizer(settings).row(span)
