@@ -17,10 +17,11 @@ from dataclasses import dataclass, field
 from datetime import date, timedelta
 from typing import Any
 
+import msgspec
 import psycopg
 
 from spancost.errors import BadExport, InfrastructureError
-from spancost.normalize import Normalizer, NormalizeSettings, Rejection
+from spancost.normalize import ROW_COLUMNS, Normalizer, NormalizeSettings, Rejection
 from spancost.otlp import decode_object
 from spancost.s3layout import S3Object
 
@@ -28,47 +29,7 @@ log = logging.getLogger(__name__)
 
 Conn = psycopg.Connection[Any]
 
-COLUMNS: tuple[str, ...] = (
-    "source_bucket",
-    "source_key",
-    "trace_id",
-    "span_id",
-    "parent_span_id",
-    "name",
-    "kind",
-    "start_time",
-    "end_time",
-    "status_code",
-    "status_message",
-    "service_name",
-    "scope_name",
-    "scope_version",
-    "provider",
-    "operation",
-    "request_model",
-    "response_model",
-    "input_tokens",
-    "output_tokens",
-    "cache_read_tokens",
-    "cache_creation_tokens",
-    "reasoning_tokens",
-    "pipeline_id",
-    "team",
-    "feature",
-    "environment",
-    "user_id_hash",
-    "agent_name",
-    "agent_id",
-    "conversation_id",
-    "region",
-    "sagemaker_endpoint",
-    "bedrock_model_id",
-    "host_type",
-    "reported_cost_usd",
-    "attributes",
-    "resource_attributes",
-)
-_JSON_COLUMNS = frozenset({"attributes", "resource_attributes"})
+COLUMNS: tuple[str, ...] = ("source_bucket", "source_key", *ROW_COLUMNS)
 _COPY_SQL = f"copy raw.otel_spans ({', '.join(COLUMNS)}) from stdin"
 
 # A validator gets the rows of a batch and returns {row index: reason} for the rows it rejects.
@@ -190,10 +151,22 @@ def ensure_partitions(conn: Conn, days: Iterable[date]) -> None:
             )
 
 
-def _copy_value(column: str, value: Any) -> Any:
-    if column in _JSON_COLUMNS:
-        return json.dumps(value, default=str, ensure_ascii=False)
-    return value
+def _json(value: Any) -> str:
+    return msgspec.json.encode(value, enc_hook=str).decode()
+
+
+def _copy_rows(copy: Any, bucket: str, key: str, rows: Sequence[dict[str, Any]]) -> None:
+    """COPY rows whose values are in ROW_COLUMNS order; the last two are JSON."""
+    encoded_resources: dict[int, str] = {}
+    for row in rows:
+        values = list(row.values())
+        resource = values[-1]
+        text = encoded_resources.get(id(resource))
+        if text is None:
+            text = encoded_resources[id(resource)] = _json(resource)
+        values[-2] = _json(values[-2])
+        values[-1] = text
+        copy.write_row((bucket, key, *values))
 
 
 def commit_object(conn: Conn, prepared: PreparedObject) -> ObjectResult:
@@ -221,11 +194,7 @@ def commit_object(conn: Conn, prepared: PreparedObject) -> ObjectResult:
         status = "quarantined" if prepared.quarantine_reason else "loaded"
         if prepared.rows:
             with conn.cursor().copy(_COPY_SQL) as copy:
-                for row in prepared.rows:
-                    copy.write_row(
-                        [obj.bucket, obj.key]
-                        + [_copy_value(column, row.get(column)) for column in COLUMNS[2:]]
-                    )
+                _copy_rows(copy, obj.bucket, obj.key, prepared.rows)
         if prepared.rejections:
             conn.cursor().executemany(
                 "insert into ops.rejected_spans "

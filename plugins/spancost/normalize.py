@@ -305,6 +305,27 @@ class Normalizer:
         }
 
 
+# The keys of a row, in order: the loader COPYs ``row.values()`` under these column names.
+ROW_COLUMNS: tuple[str, ...] = (
+    "trace_id",
+    "span_id",
+    "parent_span_id",
+    "name",
+    "kind",
+    "start_time",
+    "end_time",
+    "status_code",
+    "status_message",
+    "service_name",
+    "scope_name",
+    "scope_version",
+    *ALIASES,
+    *TOKEN_ALIASES,
+    "user_id_hash",
+    "reported_cost_usd",
+    "attributes",
+    "resource_attributes",
+)
 _USAGE_KEYS = frozenset(name for names in TOKEN_ALIASES.values() for name in names)
 _COST_KEYS = frozenset(COST_ALIASES)
 

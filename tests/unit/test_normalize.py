@@ -190,3 +190,9 @@ def test_rule_breaking_rows_are_rejected_with_a_reason(
     rejected = rejection(attributes, **fields)
     assert reason in rejected.reason
     assert rejected.field == field
+
+
+def test_row_keys_are_in_copy_column_order() -> None:
+    from spancost.normalize import ROW_COLUMNS
+
+    assert tuple(row({"gen_ai.request.model": "m"})) == ROW_COLUMNS

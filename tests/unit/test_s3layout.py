@@ -54,3 +54,30 @@ def test_only_trace_exports_are_picked() -> None:
     assert is_trace_export("x/minute=01/prod-traces_123456789.json.gz", source)
     assert not is_trace_export("x/minute=01/prod-logs_123456789.json.gz", source)
     assert not is_trace_export("x/minute=01/traces_123456789.json.gz", source)
+
+
+def test_a_day_of_minute_partitions_is_listed_hour_by_hour() -> None:
+    from spancost.s3layout import listing_plan
+
+    source = SpanSource(bucket="b", prefix="otel", lateness=timedelta(0))
+    start = datetime(2026, 3, 7, tzinfo=UTC)
+    plan = listing_plan(source, start, start + timedelta(days=1))
+    assert len(plan) == 24
+    listed, members = plan[5]
+    assert listed == "otel/year=2026/month=03/day=07/hour=05/minute="
+    assert len(members) == 60
+    assert members["otel/year=2026/month=03/day=07/hour=05/minute=07/"] == datetime(
+        2026, 3, 7, 5, 7, tzinfo=UTC
+    )
+
+
+def test_a_short_interval_lists_its_partitions_exactly() -> None:
+    from spancost.s3layout import listing_plan
+
+    source = SpanSource(bucket="b", prefix="otel", lateness=timedelta(0))
+    start = datetime(2026, 3, 7, 5, 59, tzinfo=UTC)
+    plan = listing_plan(source, start, start + timedelta(minutes=2))
+    assert [listed for listed, _ in plan] == [
+        "otel/year=2026/month=03/day=07/hour=05/minute=59/",
+        "otel/year=2026/month=03/day=07/hour=06/minute=00/",
+    ]

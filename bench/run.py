@@ -1,0 +1,396 @@
+"""``make bench``: span ingestion speed, beside the baselines, measured in one run.
+
+Figures (each the median of ``BENCH_REPEATS`` runs, default 3):
+
+* spancost end to end: S3 (local moto server, a separate process) → decode →
+  normalise → COPY → committed rows, via ``spancost ingest-spans`` in a child
+  process (so its peak memory is its own);
+* (a) Postgres server-side ``COPY FROM`` a file holding the same rows: the limit;
+* (b) a naive loader: ``json.loads`` of each object plus ``executemany`` INSERTs;
+* (c) dlt loading the same flattened spans into Postgres.
+
+The baselines (b) and (c) are slow, so they load a sample (``BENCH_SAMPLE_SPANS``)
+and are compared per span. Results go to ``bench/RESULTS.md``.
+"""
+
+from __future__ import annotations
+
+import gzip
+import json
+import os
+import platform
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+import uuid
+from collections.abc import Callable
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlsplit
+
+import boto3
+import psycopg
+
+from bench.data import PREFIX, START, objects
+from spancost import db, localaws, localpg, settings
+from spancost.loader import COLUMNS, _json
+from spancost.normalize import Normalizer, NormalizeSettings, Rejection
+from spancost.otlp import decode_object
+
+REPO = Path(__file__).resolve().parents[1]
+BUCKET = "spancost-bench"
+TOTAL = int(os.environ.get("BENCH_SPANS", "1000000"))
+SAMPLE = int(os.environ.get("BENCH_SAMPLE_SPANS", "40000"))
+REPEATS = int(os.environ.get("BENCH_REPEATS", "3"))
+
+
+def log(message: str) -> None:
+    print(f"[bench {datetime.now(UTC):%H:%M:%S}] {message}", flush=True)
+
+
+def fresh_database(server_url: str) -> str:
+    name = f"spancost_bench_{uuid.uuid4().hex[:8]}"
+    admin = urlsplit(server_url)._replace(path="/postgres").geturl()
+    localpg.create_database(admin, name)
+    url = urlsplit(server_url)._replace(path=f"/{name}").geturl()
+    with db.connect(url) as conn:
+        db.apply_schema(conn)
+    return url
+
+
+def drop_database(server_url: str, url: str) -> None:
+    admin = urlsplit(server_url)._replace(path="/postgres").geturl()
+    with psycopg.connect(admin, autocommit=True) as conn:
+        conn.execute(f'drop database if exists "{urlsplit(url).path[1:]}" with (force)')
+
+
+def timed_child(args: list[str], env: dict[str, str]) -> tuple[float, int]:
+    """Wall seconds and peak RSS (bytes) of a child process."""
+    started = time.perf_counter()
+    proc = subprocess.Popen(args, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    _, status, usage = os.wait4(proc.pid, 0)
+    elapsed = time.perf_counter() - started
+    if status != 0:
+        raise RuntimeError(f"{args} failed: {proc.stderr.read().decode() if proc.stderr else ''}")
+    return elapsed, usage.ru_maxrss * 1024
+
+
+def spancost_end_to_end(server_url: str, endpoint: str) -> tuple[float, int, int]:
+    url = fresh_database(server_url)
+    env = {
+        **os.environ,
+        "SPANCOST_DATABASE_URL": url,
+        "SPANCOST_SPANS_BUCKET": BUCKET,
+        "SPANCOST_SPANS_PREFIX": PREFIX,
+        "SPANCOST_USER_ID_SALT": "bench",
+        "SPANCOST_VALIDATE": "0",
+        "AWS_ENDPOINT_URL": endpoint,
+    }
+    end = START + timedelta(days=1)
+    try:
+        seconds, rss = timed_child(
+            [
+                sys.executable,
+                "-m",
+                "spancost.cli",
+                "ingest-spans",
+                "--start",
+                START.isoformat(),
+                "--end",
+                end.isoformat(),
+            ],
+            env,
+        )
+        with psycopg.connect(url) as conn:
+            loaded = int(conn.execute("select count(*) from raw.otel_spans").fetchone()[0])  # type: ignore[index]
+    finally:
+        drop_database(server_url, url)
+    return seconds, rss, loaded
+
+
+def copy_file(bodies: list[tuple[str, bytes]], path: Path) -> int:
+    """Write the rows spancost would COPY, as a COPY text file; returns the row count."""
+    normalizer = Normalizer(NormalizeSettings(user_id_salt="bench"))
+    rows = 0
+    with open(path, "w", encoding="utf-8") as out:
+        for key, body in bodies:
+            for span in decode_object(key, body):
+                row = normalizer.row(span)
+                if isinstance(row, Rejection):
+                    continue
+                values = [BUCKET, key, *row.values()]
+                values[-2:] = [_json(values[-2]), _json(values[-1])]
+                out.write("\t".join(_text(value) for value in values) + "\n")
+                rows += 1
+    return rows
+
+
+def _text(value: Any) -> str:
+    if value is None:
+        return r"\N"
+    if isinstance(value, datetime):
+        return value.isoformat()
+    text = str(value)
+    return text.replace("\\", "\\\\").replace("\t", "\\t").replace("\n", "\\n").replace("\r", "\\r")
+
+
+def server_copy(server_url: str, path: Path) -> float:
+    url = fresh_database(server_url)
+    try:
+        with db.connect(url) as conn:
+            from spancost.loader import ensure_partitions
+
+            ensure_partitions(conn, [START.date(), (START + timedelta(days=1)).date()])
+            ensure_partitions(conn, [START.date() - timedelta(days=1)])
+            started = time.perf_counter()
+            with conn.transaction():
+                conn.execute(
+                    f"copy raw.otel_spans ({', '.join(COLUMNS)}) from '{path}'"  # type: ignore[arg-type]
+                )
+            return time.perf_counter() - started
+    finally:
+        drop_database(server_url, url)
+
+
+def flatten_naively(key: str, body: bytes) -> list[dict[str, Any]]:
+    """What a user's first script does: json.loads and pick the attributes by hand."""
+    request = json.loads(gzip.decompress(body))
+    rows = []
+    for resource_spans in request.get("resourceSpans", []):
+        resource = {
+            kv["key"]: next(iter(kv["value"].values()), None)
+            for kv in resource_spans.get("resource", {}).get("attributes", [])
+        }
+        for scope_spans in resource_spans.get("scopeSpans", []):
+            for span in scope_spans.get("spans", []):
+                attrs = {
+                    kv["key"]: next(iter(kv["value"].values()), None)
+                    for kv in span.get("attributes", [])
+                }
+                rows.append(
+                    {
+                        "source_key": key,
+                        "trace_id": span["traceId"],
+                        "span_id": span["spanId"],
+                        "name": span.get("name", ""),
+                        "start_time": datetime.fromtimestamp(
+                            int(span["startTimeUnixNano"]) / 1e9, UTC
+                        ),
+                        "end_time": datetime.fromtimestamp(int(span["endTimeUnixNano"]) / 1e9, UTC),
+                        "service_name": resource.get("service.name"),
+                        "request_model": attrs.get("gen_ai.request.model"),
+                        "input_tokens": attrs.get("gen_ai.usage.input_tokens"),
+                        "output_tokens": attrs.get("gen_ai.usage.output_tokens"),
+                        "pipeline_id": attrs.get("pipeline.id"),
+                        "attributes": json.dumps(attrs),
+                    }
+                )
+    return rows
+
+
+NAIVE_DDL = """
+create table if not exists public.naive_spans (
+    source_key text, trace_id text, span_id text, name text,
+    start_time timestamptz, end_time timestamptz, service_name text, request_model text,
+    input_tokens bigint, output_tokens bigint, pipeline_id text, attributes jsonb
+)
+"""
+
+
+def naive_loader(server_url: str, bodies: list[tuple[str, bytes]]) -> tuple[float, int]:
+    url = fresh_database(server_url)
+    try:
+        with psycopg.connect(url) as conn:
+            conn.execute(NAIVE_DDL)
+            conn.commit()
+            started = time.perf_counter()
+            rows = 0
+            for key, body in bodies:
+                flat = flatten_naively(key, body)
+                conn.cursor().executemany(
+                    "insert into public.naive_spans values "
+                    "(%(source_key)s, %(trace_id)s, %(span_id)s, %(name)s, %(start_time)s,"
+                    " %(end_time)s, %(service_name)s, %(request_model)s, %(input_tokens)s,"
+                    " %(output_tokens)s, %(pipeline_id)s, %(attributes)s)",
+                    flat,
+                )
+                conn.commit()
+                rows += len(flat)
+            return time.perf_counter() - started, rows
+    finally:
+        drop_database(server_url, url)
+
+
+def dlt_loader(server_url: str, bodies: list[tuple[str, bytes]]) -> tuple[float, int]:
+    import dlt
+
+    url = fresh_database(server_url)
+    workdir = tempfile.mkdtemp(prefix="spancost-dlt-")
+    os.environ["DLT_DATA_DIR"] = workdir
+    os.environ["RUNTIME__LOG_LEVEL"] = "WARNING"
+    try:
+        started = time.perf_counter()
+        rows = 0
+
+        def spans() -> Any:
+            nonlocal rows
+            for key, body in bodies:
+                flat = flatten_naively(key, body)
+                rows += len(flat)
+                yield from flat
+
+        pipeline = dlt.pipeline(
+            pipeline_name=f"spancost_bench_{uuid.uuid4().hex[:6]}",
+            destination=dlt.destinations.postgres(credentials=url),
+            dataset_name="dlt_spans",
+            pipelines_dir=workdir,
+        )
+        pipeline.run(spans(), table_name="spans")
+        return time.perf_counter() - started, rows
+    finally:
+        drop_database(server_url, url)
+
+
+def median_of(runs: int, measure: Callable[[], tuple[float, ...]]) -> list[tuple[float, ...]]:
+    return [measure() for _ in range(runs)]
+
+
+def main() -> None:
+    home = settings.home()
+    server_url = db.database_url()
+    endpoint = localaws.start(localaws.LocalAws(home / "bench"))
+    localaws.use(endpoint)
+    s3 = boto3.client("s3")
+    if BUCKET not in {b["Name"] for b in s3.list_buckets().get("Buckets", [])}:
+        s3.create_bucket(Bucket=BUCKET)
+    else:
+        for page in s3.get_paginator("list_objects_v2").paginate(Bucket=BUCKET):
+            for item in page.get("Contents", []):
+                s3.delete_object(Bucket=BUCKET, Key=item["Key"])
+
+    log(f"generating {TOTAL:,} spans")
+    bodies: list[tuple[str, bytes]] = []
+    raw_bytes = 0
+    total_spans = 0
+    for obj in objects(TOTAL):
+        total_spans += obj.spans
+        s3.put_object(Bucket=BUCKET, Key=obj.key, Body=obj.body, ContentEncoding="gzip")
+        bodies.append((obj.key, obj.body))
+        raw_bytes += obj.raw_bytes
+    gz_bytes = sum(len(body) for _, body in bodies)
+    log(f"{len(bodies)} objects, {raw_bytes / 1e6:.0f} MB of JSON ({gz_bytes / 1e6:.0f} MB gzip)")
+
+    e2e = []
+    for attempt in range(REPEATS):
+        seconds, rss, loaded = spancost_end_to_end(server_url, endpoint)
+        log(
+            f"spancost end to end #{attempt + 1}: {loaded / seconds:,.0f} spans/s, "
+            f"peak {rss / 2**20:.0f} MiB"
+        )
+        assert loaded == total_spans, f"loaded {loaded} of {total_spans}"
+        e2e.append((seconds, rss))
+
+    folder = Path(tempfile.mkdtemp(prefix="spancost-bench-"))
+    folder.chmod(0o755)
+    copy_path = folder / "spans.copy"
+    rows = copy_file(bodies, copy_path)
+    copy_path.chmod(0o644)
+    copies = []
+    for attempt in range(REPEATS):
+        seconds = server_copy(server_url, copy_path)
+        log(f"server-side COPY #{attempt + 1}: {rows / seconds:,.0f} rows/s")
+        copies.append(seconds)
+    copy_path.unlink()
+
+    sample: list[tuple[str, bytes]] = []
+    count = 0
+    for key, body in bodies:
+        if count >= SAMPLE:
+            break
+        sample.append((key, body))
+        count += len(decode_object(key, body))
+    naive = []
+    for attempt in range(REPEATS):
+        seconds, n = naive_loader(server_url, sample)
+        log(f"naive loader #{attempt + 1}: {n / seconds:,.0f} spans/s")
+        naive.append(n / seconds)
+    dlt_rates = []
+    for attempt in range(REPEATS):
+        seconds, n = dlt_loader(server_url, sample)
+        log(f"dlt #{attempt + 1}: {n / seconds:,.0f} spans/s")
+        dlt_rates.append(n / seconds)
+
+    spancost_rate = statistics.median(total_spans / seconds for seconds, _ in e2e)
+    copy_rate = statistics.median(rows / seconds for seconds in copies)
+    peak = max(rss for _, rss in e2e)
+    write_results(
+        spancost_rate=spancost_rate,
+        copy_rate=copy_rate,
+        naive_rate=statistics.median(naive),
+        dlt_rate=statistics.median(dlt_rates),
+        peak_rss=peak,
+        raw_bytes=raw_bytes,
+        gz_bytes=gz_bytes,
+        objects=len(bodies),
+        sample=count,
+        total_spans=total_spans,
+    )
+
+
+def write_results(
+    *,
+    spancost_rate: float,
+    copy_rate: float,
+    naive_rate: float,
+    dlt_rate: float,
+    peak_rss: int,
+    raw_bytes: int,
+    gz_bytes: int,
+    objects: int,
+    sample: int,
+    total_spans: int,
+) -> None:
+    path = REPO / "bench" / "RESULTS.md"
+    lines = [
+        "# Benchmark results",
+        "",
+        f"Measured {datetime.now(UTC):%Y-%m-%d %H:%M} UTC by `make bench` on "
+        f"{platform.machine()} with {os.cpu_count()} cores, Python {platform.python_version()}, "
+        f"PostgreSQL from `{db.redact(db.database_url()).rsplit('@', 1)[-1]}`. "
+        f"Every figure is the median of {REPEATS} runs in the same session; the machine is "
+        "shared, so compare the ratios, not the absolute numbers.",
+        "",
+        f"Data: {total_spans:,} GenAI spans (demo traffic from the OpenTelemetry SDK, "
+        f"replicated with fresh ids) in {objects} gzip OTLP/JSON objects: {raw_bytes / 1e6:,.0f} MB of JSON, "
+        f"{raw_bytes / total_spans:,.0f} bytes per span, {gz_bytes / 1e6:,.0f} MB compressed.",
+        "",
+        "| what | spans/s | vs server-side COPY | spancost is |",
+        "|---|---:|---:|---:|",
+        f"| **spancost** S3 → decode → normalise → COPY → commit (GX gate off) | "
+        f"{spancost_rate:,.0f} | {spancost_rate / copy_rate:.2f}× | — |",
+        f"| (a) server-side `COPY FROM` file, same rows (the limit) | {copy_rate:,.0f} | 1.00× | "
+        f"{spancost_rate / copy_rate:.2f}× of it |",
+        f"| (b) naive: `json.loads` + `executemany` ({sample:,}-span sample) | {naive_rate:,.0f} | "
+        f"{naive_rate / copy_rate:.2f}× | {spancost_rate / naive_rate:.1f}× faster |",
+        f"| (c) dlt into Postgres, same flattened spans ({sample:,}-span sample) | "
+        f"{dlt_rate:,.0f} | {dlt_rate / copy_rate:.2f}× | {spancost_rate / dlt_rate:.1f}× faster |",
+        "",
+        f"Peak memory of the spancost loader process: {peak_rss / 2**20:,.0f} MiB "
+        f"for {raw_bytes / 2**30:.2f} GiB of JSON.",
+        "",
+        "Targets from issue 3: ≥ 100k spans/s end to end, ≥ 0.6× of server-side COPY, "
+        "peak memory < 1 GB for a 1 GB export.",
+        "",
+        "Reproduce: `make bench` (`BENCH_SPANS`, `BENCH_SAMPLE_SPANS`, `BENCH_REPEATS` "
+        "change the sizes).",
+        "",
+    ]
+    path.write_text("\n".join(lines))
+    log(f"wrote {path}")
+
+
+if __name__ == "__main__":
+    main()
