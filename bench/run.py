@@ -364,7 +364,8 @@ def write_results(
         "shared, so compare the ratios, not the absolute numbers.",
         "",
         f"Data: {total_spans:,} GenAI spans (demo traffic from the OpenTelemetry SDK, "
-        f"replicated with fresh ids) in {objects} gzip OTLP/JSON objects: {raw_bytes / 1e6:,.0f} MB of JSON, "
+        f"replicated with fresh ids) in {objects} gzip OTLP/JSON objects: "
+        f"{raw_bytes / 1e6:,.0f} MB of JSON, "
         f"{raw_bytes / total_spans:,.0f} bytes per span, {gz_bytes / 1e6:,.0f} MB compressed.",
         "",
         "| what | spans/s | vs server-side COPY | spancost is |",
