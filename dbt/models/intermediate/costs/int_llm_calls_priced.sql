@@ -8,7 +8,13 @@ spans as (
 
 prices as (
 
-    select * from {{ ref('llm_prices') }}
+    select * from {{ ref('int_llm_prices_effective') }}
+
+),
+
+model_aliases as (
+
+    select * from {{ ref('model_aliases') }}
 
 ),
 
@@ -51,6 +57,8 @@ price_periods as (
         output_usd_per_mtok,
         cache_read_usd_per_mtok,
         cache_write_usd_per_mtok,
+        reasoning_usd_per_mtok,
+        price_origin,
         cast(effective_from as timestamp) at time zone 'UTC' as effective_from_at,
         cast(effective_to as timestamp) at time zone 'UTC' as effective_to_at
 
@@ -58,15 +66,168 @@ price_periods as (
 
 ),
 
-priced as (
+priced_models as (
+
+    select distinct
+        model,
+        {{ spancost_model_key('model') }} as model_key
+
+    from prices
+
+),
+
+model_ids as (
+
+    -- A call offers up to two ids to price by: the requested model first, then
+    -- the model that answered.
+    select
+        span_key,
+        start_time,
+        1 as model_id_rank,
+        request_model as model_id
+
+    from llm_calls
+    where request_model is not null
+
+    union all
 
     select
-        llm_calls.*,
+        span_key,
+        start_time,
+        2 as model_id_rank,
+        response_model as model_id
+
+    from llm_calls
+    where response_model is not null
+
+),
+
+model_id_keys as (
+
+    select
+        *,
+        {{ spancost_model_key('model_id') }} as model_key,
+        {{ spancost_model_family_key('model_id') }} as family_key
+
+    from model_ids
+
+),
+
+candidate_models as (
+
+    -- Every priced model an id could mean, with the rule that found it. Rules in
+    -- order: the id itself; a model_aliases row; the normalised id (Bedrock
+    -- prefixes and version suffix removed, version dots as hyphens); the
+    -- normalised id without its snapshot date (the model family).
+    select
+        span_key,
+        start_time,
+        model_id_rank,
+        1 as rule_rank,
+        'exact' as match_rule,
+        model_id as priced_model
+
+    from model_id_keys
+
+    union all
+
+    select
+        model_id_keys.span_key,
+        model_id_keys.start_time,
+        model_id_keys.model_id_rank,
+        2 as rule_rank,
+        'alias' as match_rule,
+        model_aliases.model as priced_model
+
+    from model_id_keys
+    inner join model_aliases
+        on model_id_keys.model_key = {{ spancost_model_key('model_aliases.alias') }}
+
+    union all
+
+    select
+        model_id_keys.span_key,
+        model_id_keys.start_time,
+        model_id_keys.model_id_rank,
+        3 as rule_rank,
+        'normalised' as match_rule,
+        priced_models.model as priced_model
+
+    from model_id_keys
+    inner join priced_models
+        on model_id_keys.model_key = priced_models.model_key
+
+    union all
+
+    select
+        model_id_keys.span_key,
+        model_id_keys.start_time,
+        model_id_keys.model_id_rank,
+        4 as rule_rank,
+        'snapshot_family' as match_rule,
+        priced_models.model as priced_model
+
+    from model_id_keys
+    inner join priced_models
+        on model_id_keys.family_key = priced_models.model_key
+
+),
+
+matched_prices as (
+
+    -- A candidate counts only when its price row was in effect at the span's
+    -- start; otherwise the next rule gets its turn.
+    select
+        candidate_models.span_key,
+        candidate_models.start_time,
+        candidate_models.priced_model,
+        candidate_models.match_rule,
         price_periods.input_usd_per_mtok,
         price_periods.output_usd_per_mtok,
         price_periods.cache_read_usd_per_mtok,
         price_periods.cache_write_usd_per_mtok,
-        price_periods.model is not null as is_priced,
+        price_periods.reasoning_usd_per_mtok,
+        price_periods.price_origin,
+        row_number() over (
+            partition by candidate_models.span_key, candidate_models.start_time
+            order by
+                candidate_models.rule_rank,
+                candidate_models.model_id_rank,
+                candidate_models.priced_model
+        ) as match_rank
+
+    from candidate_models
+    inner join price_periods
+        on
+            candidate_models.priced_model = price_periods.model
+            and candidate_models.start_time >= price_periods.effective_from_at
+            and (
+                price_periods.effective_to_at is null
+                or candidate_models.start_time < price_periods.effective_to_at
+            )
+
+),
+
+best_matches as (
+
+    select * from matched_prices
+    where match_rank = 1
+
+),
+
+priced as (
+
+    select
+        llm_calls.*,
+        best_matches.priced_model,
+        best_matches.match_rule,
+        best_matches.price_origin,
+        best_matches.input_usd_per_mtok,
+        best_matches.output_usd_per_mtok,
+        best_matches.cache_read_usd_per_mtok,
+        best_matches.cache_write_usd_per_mtok,
+        best_matches.reasoning_usd_per_mtok,
+        best_matches.priced_model is not null as is_priced,
         -- input_tokens includes cached tokens (GenAI conventions); a missing
         -- count counts as 0.
         coalesce(llm_calls.input_tokens, 0)
@@ -74,14 +235,10 @@ priced as (
         - coalesce(llm_calls.cache_creation_tokens, 0) as uncached_input_tokens
 
     from llm_calls
-    left join price_periods
+    left join best_matches
         on
-            llm_calls.model = price_periods.model
-            and llm_calls.start_time >= price_periods.effective_from_at
-            and (
-                price_periods.effective_to_at is null
-                or llm_calls.start_time < price_periods.effective_to_at
-            )
+            llm_calls.span_key = best_matches.span_key
+            and llm_calls.start_time = best_matches.start_time
 
 ),
 
@@ -89,14 +246,19 @@ costed as (
 
     select
         *,
-        -- Null when the model has no price: never 0. trim_scale drops the
-        -- trailing zeros numeric division pads, without changing the value.
+        -- Null when the model has no price: never 0. Output tokens include
+        -- reasoning tokens: all are priced as output, and reasoning tokens get
+        -- the difference to their own price where the model has one.
+        -- trim_scale drops the trailing zeros numeric division pads, without
+        -- changing the value.
         trim_scale(
             (
                 uncached_input_tokens * input_usd_per_mtok
                 + coalesce(cache_read_tokens, 0) * cache_read_usd_per_mtok
                 + coalesce(cache_creation_tokens, 0) * cache_write_usd_per_mtok
                 + coalesce(output_tokens, 0) * output_usd_per_mtok
+                + coalesce(reasoning_tokens, 0)
+                * (coalesce(reasoning_usd_per_mtok, output_usd_per_mtok) - output_usd_per_mtok)
             ) / cast(1000000 as numeric)
         ) as estimated_cost_usd
 
@@ -115,6 +277,9 @@ final as (
         model,
         request_model,
         response_model,
+        priced_model,
+        match_rule,
+        price_origin,
         pipeline_id,
         team,
         feature,
@@ -131,6 +296,7 @@ final as (
         output_usd_per_mtok,
         cache_read_usd_per_mtok,
         cache_write_usd_per_mtok,
+        reasoning_usd_per_mtok,
         is_priced,
         estimated_cost_usd,
         reported_cost_usd

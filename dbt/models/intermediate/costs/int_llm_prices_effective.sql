@@ -1,0 +1,118 @@
+with
+
+base_prices as (
+
+    select * from {{ ref('llm_prices') }}
+
+),
+
+seed_overrides as (
+
+    select * from {{ ref('llm_price_overrides') }}
+
+),
+
+var_overrides as (
+
+    {{ llm_price_overrides_from_var() }}
+
+),
+
+overrides as (
+
+    select
+        provider,
+        model,
+        input_usd_per_mtok,
+        output_usd_per_mtok,
+        cache_read_usd_per_mtok,
+        cache_write_usd_per_mtok,
+        reasoning_usd_per_mtok,
+        batch_factor,
+        flex_factor,
+        effective_from,
+        effective_to,
+        source,
+        'llm_price_overrides' as price_origin
+
+    from seed_overrides
+
+    union all
+
+    select
+        provider,
+        model,
+        input_usd_per_mtok,
+        output_usd_per_mtok,
+        cache_read_usd_per_mtok,
+        cache_write_usd_per_mtok,
+        reasoning_usd_per_mtok,
+        batch_factor,
+        flex_factor,
+        effective_from,
+        effective_to,
+        source,
+        'var:llm_price_overrides' as price_origin
+
+    from var_overrides
+
+),
+
+overridden_days as (
+
+    -- The days on which each model has an override, as one multirange.
+    select
+        model,
+        range_agg(daterange(effective_from, effective_to, '[)')) as overridden_range
+
+    from overrides
+    group by model
+
+),
+
+base_remainders as (
+
+    -- A base row keeps only the days no override of its model covers: it is cut
+    -- short, split in two around an override, or dropped when fully covered.
+    select
+        base_prices.provider,
+        base_prices.model,
+        base_prices.input_usd_per_mtok,
+        base_prices.output_usd_per_mtok,
+        base_prices.cache_read_usd_per_mtok,
+        base_prices.cache_write_usd_per_mtok,
+        base_prices.reasoning_usd_per_mtok,
+        base_prices.batch_factor,
+        base_prices.flex_factor,
+        lower(remaining.remaining_range) as effective_from,
+        upper(remaining.remaining_range) as effective_to,
+        base_prices.source,
+        'llm_prices' as price_origin
+
+    from base_prices
+    left join overridden_days
+        on base_prices.model = overridden_days.model
+    cross join lateral unnest(
+        datemultirange(
+            daterange(base_prices.effective_from, base_prices.effective_to, '[)')
+        )
+        - coalesce(overridden_days.overridden_range, '{}'::datemultirange)
+    ) as remaining (remaining_range)
+
+),
+
+unioned as (
+
+    select * from base_remainders
+    union all
+    select * from overrides
+
+),
+
+final as (
+
+    select * from unioned
+
+)
+
+select * from final
