@@ -35,6 +35,33 @@ def _s3() -> object:
     return boto3.client("s3")
 
 
+def _ce() -> object:
+    import boto3
+
+    from spancost import aws_requests
+
+    return boto3.client("ce", region_name="us-east-1", config=aws_requests.client_config())
+
+
+def _pricing() -> object:
+    import boto3
+
+    # The Price List API is served from us-east-1 (and eu-central-1, ap-south-1).
+    return boto3.client("pricing", region_name="us-east-1")
+
+
+def _sagemaker_clients() -> dict[str, object]:
+    import boto3
+
+    from spancost.pipeline import sagemaker_regions
+
+    return {region: boto3.client("sagemaker", region_name=region) for region in sagemaker_regions()}
+
+
+def _now() -> datetime:
+    return datetime.now(UTC)
+
+
 def cmd_db(args: argparse.Namespace) -> int:
     pg = localpg.LocalPostgres(settings.home())
     if args.action == "up":
@@ -78,10 +105,11 @@ def demo_window(day: str | None) -> tuple[datetime, datetime]:
 
 
 def cmd_demo(args: argparse.Namespace) -> int:
-    from spancost import demo, pipeline
+    from spancost import demo, demo_billing, pipeline
 
     url = db.database_url()
-    localaws.use(localaws.start(localaws.LocalAws(settings.home())))
+    aws = localaws.LocalAws(settings.home())
+    localaws.use(localaws.start(aws), localaws.start_pricing(aws, demo_billing.pricing_catalogue()))
     s3 = _s3()
     buckets = {bucket["Name"] for bucket in s3.list_buckets().get("Buckets", [])}  # type: ignore[attr-defined]
     if DEMO_BUCKET not in buckets:
@@ -103,6 +131,21 @@ def cmd_demo(args: argparse.Namespace) -> int:
         run_id=f"demo-{uuid.uuid4()}",
     )
     print(f"ingest: {loaded.summary()}")
+
+    # The AWS side: a bill consistent with the spans, an idle endpoint, the price list.
+    demo_billing.create_idle_endpoint(_sagemaker_clients()["us-east-1"])
+    now = _now()
+    demo_billing.preset_cost_explorer(
+        os.environ["AWS_ENDPOINT_URL"],
+        demo_billing.cost_explorer_results(spans, [start.date()], now.date()),
+    )
+    costs = pipeline.refresh_costs(url, _ce(), now)
+    print(f"cost explorer: {costs.summary()}")
+    prices = pipeline.refresh_prices(url, _pricing(), now)
+    print(f"price list: {sum(r.rows_inserted for r in prices)} new prices, {len(prices)} queries")
+    endpoints = pipeline.snapshot_sagemaker(url, _sagemaker_clients(), now)
+    print(f"sagemaker: {sum(r.endpoints for r in endpoints)} endpoints snapshotted")
+
     transform.build(url)
     print("dbt build: ok\n")
     print(f"Estimated LLM cost per pipeline, {start:%Y-%m-%d} (UTC):\n")
@@ -122,6 +165,34 @@ def cmd_ingest_spans(args: argparse.Namespace) -> int:
     )
     print(loaded.summary())
     return 1 if loaded.count("quarantined") and args.strict else 0
+
+
+def cmd_pull_costs(args: argparse.Namespace) -> int:
+    from spancost import pipeline
+
+    report = pipeline.refresh_costs(db.database_url(), _ce(), _now(), force=args.force)
+    print(report.summary())
+    return 0
+
+
+def cmd_pull_prices(args: argparse.Namespace) -> int:
+    from spancost import pipeline
+
+    results = pipeline.refresh_prices(db.database_url(), _pricing(), _now(), force=args.force)
+    for result in results:
+        print(
+            f"{result.query_name}: {result.status}, "
+            f"{result.rows_inserted} new, {result.rows_closed} closed"
+        )
+    return 0 if all(result.ok for result in results) else 1
+
+
+def cmd_snapshot_endpoints(args: argparse.Namespace) -> int:
+    from spancost import pipeline
+
+    for result in pipeline.snapshot_sagemaker(db.database_url(), _sagemaker_clients(), _now()):
+        print(f"{result.region}: {result.endpoints} endpoints, {result.rows} variants")
+    return 0
 
 
 def cmd_transform(args: argparse.Namespace) -> int:
@@ -148,11 +219,17 @@ def cmd_report(args: argparse.Namespace) -> int:
 
 def cmd_env(args: argparse.Namespace) -> int:
     """Shell exports that point dbt, Airflow and boto3 at spancost's database and services."""
+    from spancost import demo_billing
+
     url = db.database_url()
     exports = {"SPANCOST_DATABASE_URL": url, **db.dbt_env(url)}
     if not args.db_only:
-        endpoint = localaws.start(localaws.LocalAws(settings.home()))
+        aws = localaws.LocalAws(settings.home())
+        endpoint = localaws.start(aws)
         exports |= {
+            "AWS_ENDPOINT_URL_PRICING": localaws.start_pricing(
+                aws, demo_billing.pricing_catalogue()
+            ),
             "SPANCOST_HOME": str(settings.home()),
             "AIRFLOW_CONN_SPANCOST_POSTGRES": url,
             "AWS_ENDPOINT_URL": endpoint,
@@ -182,6 +259,17 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--end", required=True, help="interval end, ISO 8601, exclusive")
     p.add_argument("--strict", action="store_true", help="exit 1 when an object was quarantined")
     p.set_defaults(func=cmd_ingest_spans)
+
+    p = sub.add_parser("pull-costs", help="refresh Cost Explorer results (when due)")
+    p.add_argument("--force", action="store_true", help="pull even if the data is fresh")
+    p.set_defaults(func=cmd_pull_costs)
+
+    p = sub.add_parser("pull-prices", help="refresh the AWS Price List (when due)")
+    p.add_argument("--force", action="store_true", help="pull even if the prices are fresh")
+    p.set_defaults(func=cmd_pull_prices)
+
+    p = sub.add_parser("snapshot-endpoints", help="snapshot SageMaker endpoints")
+    p.set_defaults(func=cmd_snapshot_endpoints)
 
     p = sub.add_parser("transform", help="run dbt build")
     p.add_argument("--full-refresh", action="store_true")

@@ -73,6 +73,9 @@ class DemoError(SpancostError, ValueError):
 # --- what the simulated world looks like ---------------------------------------------
 
 
+BEDROCK_HAIKU = "us.anthropic.claude-haiku-4-5-20251001-v1:0"
+
+
 @dataclass(frozen=True)
 class Model:
     name: str
@@ -94,6 +97,15 @@ MODELS: dict[str, Model] = {
         Model(
             "claude-haiku-4.5", "anthropic", "api.anthropic.com", reasons=False, cache_writes=True
         ),
+        # Claude through Amazon Bedrock: a cross-region inference profile id, billed by
+        # AWS (Marketplace), so Cost Explorer sees it too.
+        Model(
+            BEDROCK_HAIKU,
+            "aws.bedrock",
+            "bedrock-runtime.us-east-1.amazonaws.com",
+            reasons=False,
+            cache_writes=True,
+        ),
         Model(
             "gemini-2.5-pro",
             "gcp.gemini",
@@ -107,6 +119,7 @@ MODELS: dict[str, Model] = {
 _FINISH = {
     "openai": {"tool": "tool_calls", "final": "stop", "length": "length"},
     "anthropic": {"tool": "tool_use", "final": "end_turn", "length": "max_tokens"},
+    "aws.bedrock": {"tool": "tool_use", "final": "end_turn", "length": "max_tokens"},
     "gcp.gemini": {"tool": "stop", "final": "stop", "length": "max_tokens"},
 }
 
@@ -242,7 +255,7 @@ PIPELINES: tuple[Pipeline, ...] = (
                 (200, 1500),
                 reasoning_probability=0.6,
             ),
-            Role("validate", ("claude-haiku-4.5",), (1, 1), (800, 4000), (20, 300)),
+            Role("validate", (BEDROCK_HAIKU,), (1, 1), (800, 4000), (20, 300)),
         ),
         weight=0.15,
         staging_share=0.0,

@@ -6,6 +6,7 @@ product code is the same code that talks to AWS.
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 import signal
@@ -16,6 +17,7 @@ import time
 import urllib.request
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from spancost.errors import InfrastructureError
 
@@ -47,6 +49,13 @@ class LocalAws:
 
     def endpoint(self) -> str:
         return f"http://127.0.0.1:{self.port_file.read_text().strip()}"
+
+    @property
+    def pricing_root(self) -> Path:
+        return self.home / "pricing"
+
+    def pricing_endpoint(self) -> str:
+        return f"http://127.0.0.1:{(self.pricing_root / 'port').read_text().strip()}"
 
 
 def _free_port() -> int:
@@ -96,20 +105,72 @@ def start(aws: LocalAws, timeout_s: float = 30.0) -> str:
     return aws.endpoint()
 
 
-def stop(aws: LocalAws) -> bool:
-    if not aws.pid_file.exists():
+def _port_open(port: int) -> bool:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.settimeout(0.5)
+        return sock.connect_ex(("127.0.0.1", port)) == 0
+
+
+def start_pricing(
+    aws: LocalAws, catalogue: list[dict[str, Any]] | None = None, timeout_s: float = 30.0
+) -> str:
+    """Start the local Price List endpoint (moto has none) in the background.
+
+    ``catalogue`` is a list of GetProducts items; without one the server's demo
+    catalogue is served. A server already running keeps the catalogue it has.
+    """
+    port_file = aws.pricing_root / "port"
+    if port_file.exists() and _port_open(int(port_file.read_text().strip())):
+        return aws.pricing_endpoint()
+    aws.pricing_root.mkdir(parents=True, exist_ok=True)
+    port_file.unlink(missing_ok=True)
+    command = [sys.executable, "-m", "spancost.pricing_server", "--port-file", str(port_file)]
+    if catalogue is not None:
+        catalogue_file = aws.pricing_root / "catalogue.json"
+        catalogue_file.write_text(json.dumps(catalogue))
+        command += ["--catalogue", str(catalogue_file)]
+    with open(aws.pricing_root / "server.log", "ab") as out:
+        proc = subprocess.Popen(
+            command,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
+            start_new_session=True,
+        )
+    (aws.pricing_root / "pid").write_text(f"{proc.pid}\n")
+    deadline = time.monotonic() + timeout_s
+    while not (port_file.exists() and _port_open(int(port_file.read_text().strip() or 0))):
+        if proc.poll() is not None or time.monotonic() > deadline:
+            raise InfrastructureError(
+                "the local Price List endpoint did not start; "
+                f"see {aws.pricing_root / 'server.log'}"
+            )
+        time.sleep(0.2)
+    return aws.pricing_endpoint()
+
+
+def _kill(pid_file: Path) -> bool:
+    if not pid_file.exists():
         return False
-    pid = int(aws.pid_file.read_text().strip())
     try:
-        os.kill(pid, signal.SIGTERM)
+        os.kill(int(pid_file.read_text().strip()), signal.SIGTERM)
     except ProcessLookupError:
         pass
-    aws.pid_file.unlink()
+    pid_file.unlink()
     return True
 
 
-def use(endpoint: str) -> None:
-    """Point boto3 in this process (and its children) at a local endpoint."""
+def stop(aws: LocalAws) -> bool:
+    """Stop moto and the Price List endpoint; True when either was running."""
+    stopped_moto = _kill(aws.pid_file)
+    stopped_pricing = _kill(aws.pricing_root / "pid")
+    return stopped_moto or stopped_pricing
+
+
+def use(endpoint: str, pricing_endpoint: str | None = None) -> None:
+    """Point boto3 in this process (and its children) at local endpoints."""
     os.environ["AWS_ENDPOINT_URL"] = endpoint
+    if pricing_endpoint:
+        os.environ["AWS_ENDPOINT_URL_PRICING"] = pricing_endpoint
     for name, value in LOCAL_ENV.items():
         os.environ[name] = value
