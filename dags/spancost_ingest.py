@@ -21,7 +21,21 @@ Every 15 minutes, loads the OpenTelemetry trace exports that the Collector's
   Airflow's backfill; a run always reads its own interval, never "now".
 * **Connections:** `spancost_postgres` (Postgres) and `aws_default` (AWS; the
   standard `AWS_ENDPOINT_URL` variable points it at a local endpoint).
-* **Publishes** the asset `spancost://raw/otel_spans`, which schedules
+* **Billing and prices**, beside the spans:
+  * `pull_cost_explorer` re-pulls Cost Explorer's restatement window (last 7
+    days, plus the previous month until the 5th) only when the last complete
+    pull is older than `SPANCOST_CE_MIN_INTERVAL_MINUTES` (240): Cost Explorer
+    costs $0.01 a page, and every request is logged in `ops.api_requests`.
+    Param `force_cost_explorer` pulls anyway. A failed pull keeps the previous
+    data and fails the task, saying which query failed.
+  * `pull_price_list` refreshes the AWS Price List (SageMaker and EC2 GPU
+    instance-hours, Bedrock tokens) once a day, effective-dated; when the API
+    fails the last good prices stay, marked stale. Param `force_price_list`.
+  * `snapshot_sagemaker` records the SageMaker endpoints of
+    `SPANCOST_SAGEMAKER_REGIONS` every run, so idle endpoints can be priced.
+* **Publishes** the assets `spancost://raw/otel_spans`,
+  `spancost://raw/ce_cost_and_usage`, `spancost://raw/aws_price_list` and
+  `spancost://raw/sagemaker_endpoint_snapshots`, which schedule
   `spancost_transform`.
 """
 
@@ -32,6 +46,9 @@ from datetime import UTC, datetime, timedelta
 from airflow.sdk import Asset, CronDataIntervalTimetable, Param, dag, get_current_context, task
 
 SPANS = Asset("spancost://raw/otel_spans")
+COSTS = Asset("spancost://raw/ce_cost_and_usage")
+PRICES = Asset("spancost://raw/aws_price_list")
+ENDPOINTS = Asset("spancost://raw/sagemaker_endpoint_snapshots")
 
 
 @dag(
@@ -51,6 +68,8 @@ SPANS = Asset("spancost://raw/otel_spans")
         "end": Param(None, type=["null", "string"], description="Override interval end (ISO 8601)"),
         "lateness_minutes": Param(None, type=["null", "integer"], minimum=0),
         "validate": Param(True, type="boolean", description="Run the Great Expectations suite"),
+        "force_cost_explorer": Param(False, type="boolean", description="Pull CE even if fresh"),
+        "force_price_list": Param(False, type="boolean", description="Pull prices even if fresh"),
     },
 )
 def spancost_ingest() -> None:
@@ -61,7 +80,31 @@ def spancost_ingest() -> None:
 
         return airflow_adapter.ingest_spans(dict(get_current_context()))
 
+    @task(outlets=[COSTS])
+    def pull_cost_explorer() -> dict[str, object]:
+        """Refresh Cost Explorer results when they are older than the refresh interval."""
+        from spancost import airflow_adapter
+
+        return airflow_adapter.refresh_cost_explorer(dict(get_current_context()))
+
+    @task(outlets=[PRICES])
+    def pull_price_list() -> dict[str, str]:
+        """Refresh the AWS Price List when it is older than a day."""
+        from spancost import airflow_adapter
+
+        return airflow_adapter.refresh_price_list(dict(get_current_context()))
+
+    @task(outlets=[ENDPOINTS])
+    def snapshot_sagemaker() -> dict[str, int]:
+        """Snapshot the SageMaker endpoints and their instances."""
+        from spancost import airflow_adapter
+
+        return airflow_adapter.snapshot_sagemaker(dict(get_current_context()))
+
     ingest_spans()
+    pull_cost_explorer()
+    pull_price_list()
+    snapshot_sagemaker()
 
 
 spancost_ingest()

@@ -4,8 +4,9 @@
 Builds the dbt project in `dbt/` (staging → intermediate → marts) with
 Astronomer Cosmos, one Airflow task per dbt model, seed and test.
 
-* **When:** whenever `spancost_ingest` publishes new spans (asset
-  `spancost://raw/otel_spans`), or by hand.
+* **When:** whenever `spancost_ingest` publishes new spans or Cost Explorer
+  results (assets `spancost://raw/otel_spans`, `spancost://raw/ce_cost_and_usage`),
+  or by hand.
 * **Window:** incremental marts reprocess the last `lookback_hours` (dbt var,
   default 48). For a backfill, trigger with params `start_time` and `end_time`
   (ISO 8601, UTC); they become the dbt vars of the same name.
@@ -27,10 +28,11 @@ from cosmos.profiles import PostgresUserPasswordProfileMapping
 
 DBT_PROJECT = Path(__file__).resolve().parents[1] / "dbt"
 SPANS = Asset("spancost://raw/otel_spans")
+COSTS = Asset("spancost://raw/ce_cost_and_usage")
 
 spancost_transform = DbtDag(
     dag_id="spancost_transform",
-    schedule=[SPANS],
+    schedule=SPANS | COSTS,
     start_date=datetime(2026, 1, 1, tzinfo=UTC),
     catchup=False,
     max_active_runs=1,

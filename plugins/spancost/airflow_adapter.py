@@ -51,12 +51,20 @@ def s3_client(conn_id: str = AWS_CONN_ID) -> Any:
     return S3Hook(aws_conn_id=conn_id).get_conn()
 
 
+def aws_client(service: str, conn_id: str = AWS_CONN_ID, **kwargs: Any) -> Any:
+    """A boto3 client from the Airflow AWS connection (boto3's default chain without one)."""
+    from airflow.providers.amazon.aws.hooks.base_aws import AwsBaseHook
+
+    return AwsBaseHook(aws_conn_id=conn_id, client_type=service, **kwargs).get_conn()
+
+
 def _as_utc(value: Any) -> datetime | None:
+    """A plain ``datetime`` in UTC (Airflow hands out pendulum objects, whose arithmetic
+    with stdlib timezones can drop the offset)."""
     if value in (None, ""):
         return None
-    if isinstance(value, str):
-        value = datetime.fromisoformat(value)
-    moment: datetime = value
+    text = value if isinstance(value, str) else value.isoformat()
+    moment = datetime.fromisoformat(text)
     return moment.replace(tzinfo=UTC) if moment.tzinfo is None else moment.astimezone(UTC)
 
 
@@ -106,3 +114,41 @@ def dbt_build(context: dict[str, Any]) -> None:
     transform.build(
         database_url(), full_refresh=bool(params.get("full_refresh")), dbt_vars=dbt_vars
     )
+
+
+def refresh_cost_explorer(context: dict[str, Any]) -> dict[str, Any]:
+    """Cost Explorer, only when the last good pull is older than the interval (or forced)."""
+    from spancost import aws_requests
+
+    params = context.get("params") or {}
+    _, end = interval(context)
+    client = aws_client("ce", region_name="us-east-1", config=aws_requests.client_config())
+    report = pipeline.refresh_costs(
+        database_url(), client, end, force=bool(params.get("force_cost_explorer"))
+    )
+    summary: dict[str, Any] = report.summary()
+    return summary
+
+
+def refresh_price_list(context: dict[str, Any]) -> dict[str, Any]:
+    """The AWS Price List, daily; a failed pull keeps the last good prices, marked stale."""
+    params = context.get("params") or {}
+    _, end = interval(context)
+    results = pipeline.refresh_prices(
+        database_url(),
+        aws_client("pricing", region_name="us-east-1"),
+        end,
+        force=bool(params.get("force_price_list")),
+    )
+    return {result.query_name: result.status for result in results}
+
+
+def snapshot_sagemaker(context: dict[str, Any]) -> dict[str, int]:
+    """A snapshot of the SageMaker endpoints of each configured region."""
+    _, end = interval(context)
+    clients = {
+        region: aws_client("sagemaker", region_name=region)
+        for region in pipeline.sagemaker_regions()
+    }
+    results = pipeline.snapshot_sagemaker(database_url(), clients, end)
+    return {result.region: result.endpoints for result in results}

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import logging
+import os
+from collections.abc import Mapping
 from datetime import datetime
 from typing import Any
 
@@ -59,3 +61,53 @@ def ingest_spans(
             max_decompressed=settings.max_decompressed_bytes,
             validator=validator,
         )
+
+
+def sagemaker_regions(env: Mapping[str, str] | None = None) -> tuple[str, ...]:
+    """``SPANCOST_SAGEMAKER_REGIONS`` (comma-separated), else the default region."""
+    env = os.environ if env is None else env
+    listed = tuple(r.strip() for r in env.get("SPANCOST_SAGEMAKER_REGIONS", "").split(",") if r)
+    return listed or (env.get("AWS_DEFAULT_REGION") or "us-east-1",)
+
+
+def refresh_costs(url: str, ce_client: Any, now: datetime, *, force: bool = False) -> Any:
+    """Pull Cost Explorer when its data is older than the refresh interval (or forced)."""
+    from spancost import cost_explorer
+
+    with db.connect(url) as conn:
+        db.apply_schema(conn)
+        conn.commit()
+        return cost_explorer.refresh(
+            conn, ce_client, cost_explorer.settings_from_env(), now, force=force
+        )
+
+
+def refresh_prices(url: str, pricing_client: Any, now: datetime, *, force: bool = False) -> Any:
+    """Refresh the AWS Price List (daily by default); failures keep the old prices, stale."""
+    from spancost import price_list
+
+    with db.connect(url) as conn:
+        db.apply_schema(conn)
+        conn.commit()
+        results = price_list.refresh_all(conn, pricing_client, now=now, force=force)
+    for result in results:
+        if not result.ok:
+            log.warning(
+                "price list %s failed, old prices kept as stale: %s",
+                result.query_name,
+                result.error,
+            )
+    return results
+
+
+def snapshot_sagemaker(url: str, clients: Mapping[str, Any], now: datetime) -> list[Any]:
+    """Snapshot the SageMaker endpoints of each region."""
+    from spancost import sagemaker
+
+    with db.connect(url) as conn:
+        db.apply_schema(conn)
+        conn.commit()
+        return [
+            sagemaker.snapshot_endpoints(conn, client, snapshot_at=now)
+            for client in clients.values()
+        ]
