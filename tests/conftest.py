@@ -95,6 +95,19 @@ def s3(aws_endpoint: str):
 
 
 @pytest.fixture(scope="session")
+def pricing_endpoint(aws_endpoint: str) -> Iterator[str]:
+    """The local Price List endpoint (moto has none), on 127.0.0.1, via AWS_ENDPOINT_URL_PRICING."""
+    from spancost import demo_billing, pricing_server
+
+    server, url = pricing_server.start_pricing_server(demo_billing.pricing_catalogue())
+    os.environ["AWS_ENDPOINT_URL_PRICING"] = url
+    yield url
+    os.environ.pop("AWS_ENDPOINT_URL_PRICING", None)
+    server.shutdown()
+    server.server_close()
+
+
+@pytest.fixture(scope="session")
 def airflow_db() -> None:
     """Airflow's metadata database (sqlite under SPANCOST_HOME), migrated once."""
     subprocess.run(

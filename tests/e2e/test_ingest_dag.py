@@ -25,11 +25,17 @@ T = datetime(2026, 2, 3, 9, 0, tzinfo=UTC)
 PREFIX = "otel/traces"
 
 
+# The demo's Bedrock inference-profile id is the Claude Haiku 4.5 in the price table.
+MODEL_IDS = {"us.anthropic.claude-haiku-4-5-20251001-v1:0": "claude-haiku-4.5"}
+
+
 def prices() -> dict[str, dict[str, Decimal]]:
     with open(REPO / "dbt" / "seeds" / "llm_prices.csv", newline="") as handle:
         return {
             row["model"]: {
-                name: Decimal(value) for name, value in row.items() if name.endswith("_per_mtok")
+                name: Decimal(value)
+                for name, value in row.items()
+                if name.endswith("_per_mtok") and value
             }
             for row in csv.DictReader(handle)
         }
@@ -51,7 +57,8 @@ def expected_from_objects(
                     }
                     if "gen_ai.usage.input_tokens" not in attrs:
                         continue
-                    price = table[attrs["gen_ai.request.model"]]
+                    model = attrs["gen_ai.request.model"]
+                    price = table[MODEL_IDS.get(model, model)]
                     inp = int(attrs["gen_ai.usage.input_tokens"])
                     out = int(attrs["gen_ai.usage.output_tokens"])
                     read = int(attrs.get("gen_ai.usage.cache_read.input_tokens", 0))
@@ -70,7 +77,7 @@ def expected_from_objects(
 
 
 def test_ingest_dag_then_dbt_build_gives_the_independent_total(
-    s3, db_url: str, airflow_db: None, monkeypatch: pytest.MonkeyPatch
+    s3, db_url: str, airflow_db: None, pricing_endpoint: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     spans = demo.generate_spans(T, T + timedelta(minutes=15), seed=11, traces_per_hour=60)
     objects = demo.build_objects(spans, prefix=PREFIX, seed=11)

@@ -29,6 +29,7 @@ from spancost.cost_explorer import (
     CostExplorerSettings,
     RefreshFailed,
     default_queries,
+    last_complete,
     refresh,
     refresh_due,
 )
@@ -217,7 +218,13 @@ def test_all_pages_land_and_fresh_data_makes_no_request(moto, conn, db_url) -> N
         assert scalar(db_url, "select count(*) from ops.api_requests") == 3
 
         # Due again after the interval, or when forced: a new pull, the old one kept.
-        assert refresh_due(conn, NOW + timedelta(hours=4, minutes=1), SETTINGS.min_interval)
+        # (The interval counts from when the pull really finished, not from NOW.)
+        finished = last_complete(conn)
+        assert finished is not None
+        assert refresh_due(conn, finished + timedelta(hours=4, minutes=1), SETTINGS.min_interval)
+        assert not refresh_due(
+            conn, finished + timedelta(hours=3, minutes=59), SETTINGS.min_interval
+        )
         assert refresh_due(conn, later, SETTINGS.min_interval, force=True)
         forced = refresh(conn, client, SETTINGS, later, force=True)
         assert forced.pulls[0].status == "complete" and proxy.forwarded == 6
