@@ -24,6 +24,7 @@ import subprocess
 import time
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from spancost.errors import InfrastructureError
 
@@ -104,6 +105,18 @@ def _os_user() -> str | None:
     return os.environ.get("SPANCOST_PG_OS_USER", "nobody")
 
 
+def _as(user: str | None) -> dict[str, Any]:
+    """subprocess arguments that run a command as ``user``, with that user's group only.
+
+    The group matters: a root-group process is judged by a folder's group bits,
+    so an ``o+x`` folder (mktemp's 0700 plus o+x, say) would still refuse it.
+    """
+    if user is None:
+        return {}
+    entry = pwd.getpwnam(user)
+    return {"user": entry.pw_uid, "group": entry.pw_gid, "extra_groups": []}
+
+
 def _make_traversable(path: Path) -> None:
     """Let an unprivileged server user reach ``path`` (adds o+x to folders above it)."""
     for folder in [path, *path.parents]:
@@ -115,7 +128,7 @@ def _make_traversable(path: Path) -> None:
 
 def _run(args: list[str], user: str | None) -> subprocess.CompletedProcess[str]:
     proc = subprocess.run(
-        args, env=_env(), user=user, capture_output=True, text=True, check=False, cwd="/"
+        args, env=_env(), capture_output=True, text=True, check=False, cwd="/", **_as(user)
     )
     if proc.returncode != 0:
         raise InfrastructureError(
@@ -143,7 +156,7 @@ def is_running(pg: LocalPostgres) -> bool:
     proc = subprocess.run(
         [str(bindir() / "pg_ctl"), "-D", str(pg.data), "status"],
         env=_env(),
-        user=_os_user(),
+        **_as(_os_user()),
         capture_output=True,
         text=True,
         check=False,
