@@ -347,3 +347,92 @@ def _finished(
 
 def _snake(operation: str) -> str:
     return str(xform_name(operation))
+
+
+class RequestLogger:
+    """Logs every attempt a boto3 client sends, botocore's own retries included.
+
+    For clients whose callers use botocore's paginators and retries rather than
+    :func:`call` (the Price List, SageMaker). It hooks botocore's
+    ``before-send`` and ``response-received`` events and writes one
+    ``ops.api_requests`` row per attempt, on its own autocommit connection, so
+    the rows stay when the work that made the requests fails. Use as a context
+    manager around the client's work.
+    """
+
+    def __init__(self, url: str, client: Any) -> None:
+        self._url = url
+        self._client = client
+        self._service = str(client.meta.service_model.service_name)
+        self._conn: Conn | None = None
+        self._sent: tuple[float, datetime, dict[str, Any]] | None = None  # the attempt in flight
+        self.count = 0
+
+    def __enter__(self) -> RequestLogger:
+        self._conn = psycopg.connect(self._url, autocommit=True)
+        events = self._client.meta.events
+        events.register("before-send", self._before_send, unique_id=f"spancost-{id(self)}-b")
+        events.register("response-received", self._received, unique_id=f"spancost-{id(self)}-r")
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        events = self._client.meta.events
+        events.unregister("before-send", unique_id=f"spancost-{id(self)}-b")
+        events.unregister("response-received", unique_id=f"spancost-{id(self)}-r")
+        if self._conn is not None:
+            self._conn.close()
+
+    def _before_send(self, request: Any, **_: Any) -> None:
+        summary: dict[str, Any] = {}
+        body = getattr(request, "body", None)
+        if isinstance(body, bytes | str) and body[:1] in (b"{", "{"):
+            try:
+                summary = summarize(json.loads(body))
+            except ValueError:
+                summary = {}
+        self._sent = (time.monotonic(), datetime.now(UTC), summary)
+
+    def _received(
+        self,
+        *,
+        response_dict: Mapping[str, Any] | None,
+        parsed_response: Mapping[str, Any] | None,
+        context: Mapping[str, Any],
+        exception: Exception | None,
+        event_name: str,
+        **_: Any,
+    ) -> None:
+        if self._conn is None:
+            return
+        started, requested_at, summary = self._sent or (time.monotonic(), datetime.now(UTC), {})
+        self._sent = None
+        http_status = int(response_dict["status_code"]) if response_dict else None
+        error = (parsed_response or {}).get("Error", {}) if parsed_response else {}
+        code = str(error.get("Code")) if error.get("Code") else None
+        if exception is None and http_status is not None and http_status < 400:
+            status = "ok"
+        elif http_status == 429 or (code is not None and code in THROTTLING_CODES):
+            status = "throttled"
+        else:
+            status = "error"
+            code = code or (type(exception).__name__ if exception else None)
+        headers = (response_dict or {}).get("headers") or {}
+        self.count += 1
+        record(
+            self._conn,
+            Attempt(
+                service=self._service,
+                operation=event_name.rsplit(".", 1)[-1],
+                summary=summary,
+                page=None,
+                status=status,
+                http_status=http_status,
+                error_code=code,
+                attempt=int((context.get("retries") or {}).get("attempt", 1)),
+                duration_ms=int((time.monotonic() - started) * 1000),
+                cost_usd=request_price(self._service),
+                pull_id=None,
+                aws_request_id=headers.get("x-amzn-requestid") or headers.get("x-amz-request-id"),
+                requested_at=requested_at,
+            ),
+        )

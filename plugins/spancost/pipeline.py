@@ -84,9 +84,9 @@ def refresh_costs(url: str, ce_client: Any, now: datetime, *, force: bool = Fals
 
 def refresh_prices(url: str, pricing_client: Any, now: datetime, *, force: bool = False) -> Any:
     """Refresh the AWS Price List (daily by default); failures keep the old prices, stale."""
-    from spancost import price_list
+    from spancost import aws_requests, price_list
 
-    with db.connect(url) as conn:
+    with db.connect(url) as conn, aws_requests.RequestLogger(url, pricing_client):
         db.apply_schema(conn)
         conn.commit()
         results = price_list.refresh_all(conn, pricing_client, now=now, force=force)
@@ -102,12 +102,13 @@ def refresh_prices(url: str, pricing_client: Any, now: datetime, *, force: bool 
 
 def snapshot_sagemaker(url: str, clients: Mapping[str, Any], now: datetime) -> list[Any]:
     """Snapshot the SageMaker endpoints of each region."""
-    from spancost import sagemaker
+    from spancost import aws_requests, sagemaker
 
+    results = []
     with db.connect(url) as conn:
         db.apply_schema(conn)
         conn.commit()
-        return [
-            sagemaker.snapshot_endpoints(conn, client, snapshot_at=now)
-            for client in clients.values()
-        ]
+        for client in clients.values():
+            with aws_requests.RequestLogger(url, client):
+                results.append(sagemaker.snapshot_endpoints(conn, client, snapshot_at=now))
+    return results
