@@ -275,19 +275,24 @@ def load_objects(
     max_decompressed: int = 1 << 30,
     validator: Validator | None = None,
     batch_size: int = 200,
+    batch_rows: int = 20_000,
 ) -> LoadReport:
-    """Fetch, decode, validate and commit each object; returns what happened to each."""
+    """Fetch, decode, validate and commit each object; returns what happened to each.
+
+    Objects are prepared in batches of at most ``batch_size`` objects or about
+    ``batch_rows`` spans (the validator sees a batch at once), so memory stays
+    bounded however much a run has to load.
+    """
     done = already_loaded(conn, objects)
-    results: list[ObjectResult] = []
-    pending = [obj for obj in objects if (obj.key, obj.etag) not in done]
-    results.extend(
-        ObjectResult(key=obj.key, status="skipped") for obj in objects if obj not in pending
-    )
-    for offset in range(0, len(pending), batch_size):
-        batch: list[PreparedObject] = []
-        for obj in pending[offset : offset + batch_size]:
-            data, etag = fetch(s3, obj)
-            batch.append(prepare(obj, data, etag, settings, max_decompressed))
+    results: list[ObjectResult] = [
+        ObjectResult(key=obj.key, status="skipped")
+        for obj in objects
+        if (obj.key, obj.etag) in done
+    ]
+    batch: list[PreparedObject] = []
+    rows = 0
+
+    def flush() -> None:
         if validator is not None:
             apply_validator(batch, validator)
         ensure_partitions(
@@ -295,6 +300,21 @@ def load_objects(
         )
         for prepared in batch:
             results.append(commit_object(conn, prepared))
+        batch.clear()
+
+    for obj in objects:
+        if (obj.key, obj.etag) in done:
+            continue
+        data, etag = fetch(s3, obj)
+        prepared = prepare(obj, data, etag, settings, max_decompressed)
+        del data
+        batch.append(prepared)
+        rows += len(prepared.rows)
+        if rows >= batch_rows or len(batch) >= batch_size:
+            flush()
+            rows = 0
+    if batch:
+        flush()
     report = LoadReport(objects=tuple(results))
     log.info("span load: %s", report.summary())
     return report

@@ -169,3 +169,21 @@ def test_great_expectations_gate_keeps_failing_rows_aside(s3, db_url: str) -> No
         ).fetchone()
     assert "expect_column_values_to_be_in_set" in reason and field == "kind" and value == "9"
     assert (success, rows_checked, rows_failed) == (False, 3, 1)
+
+
+def test_small_batches_load_the_same_rows(s3, db_url: str) -> None:
+    """Batches are cut by span count; every object still commits whole, once."""
+    from spancost import db
+    from spancost.loader import load_objects
+    from spancost.normalize import NormalizeSettings
+    from spancost.s3layout import list_objects
+
+    rng = random.Random(8)
+    for minute in range(5):
+        put(s3, minute, 100000200 + minute, [llm_span(rng, T0) for _ in range(5)])
+    objects = list_objects(s3, SETTINGS.spans, T0, T0 + timedelta(minutes=15))
+    with db.connect(db_url) as conn:
+        db.apply_schema(conn)
+        report = load_objects(conn, s3, objects, NormalizeSettings(user_id_salt="s"), batch_rows=7)
+    assert report.count("loaded") == 5 and report.spans == 25
+    assert scalar(db_url, "select count(*) from raw.otel_spans") == 25
