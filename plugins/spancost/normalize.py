@@ -278,10 +278,22 @@ class Normalizer:
             tokens: dict[str, int | None] = dict.fromkeys(TOKEN_ALIASES)
         else:
             tokens = {name: _tokens(name, names, attrs) for name, names in TOKEN_ALIASES.items()}
-        typed = {
-            name: _text(_lookup(names, attrs) or resource_typed[name])
-            for name, names in ALIASES.items()
-        }
+        typed = dict(resource_typed)
+        del typed["user"]
+        hits = _ALIAS_KEYS.intersection(attrs)
+        if hits:
+            # The best-ranked alias present on the span wins over the resource's value.
+            best: dict[str, tuple[int, Any]] = {}
+            for key in hits:
+                value = attrs[key]
+                if value is None or value == "":
+                    continue
+                column, rank = _ALIAS_INDEX[key]
+                if column not in best or rank < best[column][0]:
+                    best[column] = (rank, value)
+            for column, (_, value) in best.items():
+                typed[column] = value
+        typed = {name: _text(value) for name, value in typed.items()}
         user = _lookup(USER_ID_KEYS, attrs) or resource_typed["user"]  # hashed by _strip
         return {
             "trace_id": span.trace_id,
@@ -326,6 +338,10 @@ ROW_COLUMNS: tuple[str, ...] = (
     "attributes",
     "resource_attributes",
 )
+_ALIAS_INDEX: dict[str, tuple[str, int]] = {
+    key: (column, rank) for column, names in ALIASES.items() for rank, key in enumerate(names)
+}
+_ALIAS_KEYS = frozenset(_ALIAS_INDEX)
 _USAGE_KEYS = frozenset(name for names in TOKEN_ALIASES.values() for name in names)
 _COST_KEYS = frozenset(COST_ALIASES)
 
