@@ -368,16 +368,29 @@ def write_results(
         f"{raw_bytes / 1e6:,.0f} MB of JSON, "
         f"{raw_bytes / total_spans:,.0f} bytes per span, {gz_bytes / 1e6:,.0f} MB compressed.",
         "",
-        "| what | spans/s | vs server-side COPY | spancost is |",
+        "| what | spans/s | ÷ server-side COPY | spancost ÷ this |",
         "|---|---:|---:|---:|",
         f"| **spancost** S3 → decode → normalise → COPY → commit (GX gate off) | "
-        f"{spancost_rate:,.0f} | {spancost_rate / copy_rate:.2f}× | — |",
-        f"| (a) server-side `COPY FROM` file, same rows (the limit) | {copy_rate:,.0f} | 1.00× | "
-        f"{spancost_rate / copy_rate:.2f}× of it |",
+        f"{spancost_rate:,.0f} | {spancost_rate / copy_rate:.2f} | 1.00 |",
+        f"| (a) server-side `COPY FROM` a file of the same rows (the limit) | {copy_rate:,.0f} | "
+        f"1.00 | {spancost_rate / copy_rate:.2f} |",
         f"| (b) naive: `json.loads` + `executemany` ({sample:,}-span sample) | {naive_rate:,.0f} | "
-        f"{naive_rate / copy_rate:.2f}× | {spancost_rate / naive_rate:.1f}× faster |",
+        f"{naive_rate / copy_rate:.2f} | {spancost_rate / naive_rate:.2f} |",
         f"| (c) dlt into Postgres, same flattened spans ({sample:,}-span sample) | "
-        f"{dlt_rate:,.0f} | {dlt_rate / copy_rate:.2f}× | {spancost_rate / dlt_rate:.1f}× faster |",
+        f"{dlt_rate:,.0f} | {dlt_rate / copy_rate:.2f} | {spancost_rate / dlt_rate:.2f} |",
+        "",
+        "What each figure includes:",
+        "",
+        "* spancost: a fresh `spancost ingest-spans` process (start-up included) that lists and "
+        "downloads the objects from the local S3 endpoint (moto, another process on the same "
+        "two cores), decodes, normalises 38 typed columns plus two jsonb columns, strips message "
+        "content, hashes user ids, applies the row rules, and commits each object in its own "
+        "transaction with its manifest row.",
+        "* (a): the rows spancost writes, already as a COPY text file on the server's disk.",
+        "* (b) and (c): start from the objects' bytes already in memory (no S3), flatten a dozen "
+        "columns with no normalisation, privacy, rejection or manifest: what a user's first "
+        "script does. They are not like-for-like with spancost; they bound what the simple "
+        "route costs.",
         "",
         f"Peak memory of the spancost loader process: {peak_rss / 2**20:,.0f} MiB "
         f"for {raw_bytes / 2**30:.2f} GiB of JSON.",
