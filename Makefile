@@ -66,6 +66,7 @@ airflow: venv
 	       AIRFLOW__CORE__LOAD_EXAMPLES=False \
 	       AIRFLOW__API__HOST=127.0.0.1 \
 	       AIRFLOW__API__PORT=8080 \
+	       AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_ALL_ADMINS=True \
 	       PATH=$(BIN):$$PATH && \
 	airflow standalone
 
