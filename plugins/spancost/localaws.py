@@ -10,7 +10,6 @@ import json
 import logging
 import os
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -20,6 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from spancost.errors import InfrastructureError
+from spancost.localpg import free_port, port_open
 
 log = logging.getLogger(__name__)
 
@@ -58,12 +58,6 @@ class LocalAws:
         return f"http://127.0.0.1:{(self.pricing_root / 'port').read_text().strip()}"
 
 
-def _free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
 def _healthy(endpoint: str) -> bool:
     try:
         with urllib.request.urlopen(f"{endpoint}/moto-api/", timeout=1) as response:
@@ -81,7 +75,7 @@ def start(aws: LocalAws, timeout_s: float = 30.0) -> str:
     if is_running(aws):
         return aws.endpoint()
     aws.root.mkdir(parents=True, exist_ok=True)
-    port = _free_port()
+    port = free_port()
     aws.port_file.write_text(f"{port}\n")
     server = Path(sys.executable).with_name("moto_server")
     command = [str(server)] if server.exists() else [sys.executable, "-m", "moto.server"]
@@ -105,12 +99,6 @@ def start(aws: LocalAws, timeout_s: float = 30.0) -> str:
     return aws.endpoint()
 
 
-def _port_open(port: int) -> bool:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.settimeout(0.5)
-        return sock.connect_ex(("127.0.0.1", port)) == 0
-
-
 def start_pricing(
     aws: LocalAws, catalogue: list[dict[str, Any]] | None = None, timeout_s: float = 30.0
 ) -> str:
@@ -120,7 +108,7 @@ def start_pricing(
     catalogue is served. A server already running keeps the catalogue it has.
     """
     port_file = aws.pricing_root / "port"
-    if port_file.exists() and _port_open(int(port_file.read_text().strip())):
+    if port_file.exists() and port_open(int(port_file.read_text().strip())):
         return aws.pricing_endpoint()
     aws.pricing_root.mkdir(parents=True, exist_ok=True)
     port_file.unlink(missing_ok=True)
@@ -139,7 +127,7 @@ def start_pricing(
         )
     (aws.pricing_root / "pid").write_text(f"{proc.pid}\n")
     deadline = time.monotonic() + timeout_s
-    while not (port_file.exists() and _port_open(int(port_file.read_text().strip() or 0))):
+    while not (port_file.exists() and port_open(int(port_file.read_text().strip() or 0))):
         if proc.poll() is not None or time.monotonic() > deadline:
             raise InfrastructureError(
                 "the local Price List endpoint did not start; "

@@ -138,13 +138,15 @@ def _run(args: list[str], user: str | None) -> subprocess.CompletedProcess[str]:
     return proc
 
 
-def _free_port() -> int:
+def free_port() -> int:
+    """A TCP port on 127.0.0.1 that nothing listens on right now."""
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
         sock.bind(("127.0.0.1", 0))
         return int(sock.getsockname()[1])
 
 
-def _port_open(port: int) -> bool:
+def port_open(port: int) -> bool:
+    """Whether something accepts connections on 127.0.0.1:port."""
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
         sock.settimeout(0.5)
         return sock.connect_ex(("127.0.0.1", port)) == 0
@@ -162,7 +164,7 @@ def is_running(pg: LocalPostgres) -> bool:
         check=False,
         cwd="/",
     )
-    return proc.returncode == 0 and _port_open(pg.port())
+    return proc.returncode == 0 and port_open(pg.port())
 
 
 def init(pg: LocalPostgres) -> None:
@@ -212,7 +214,7 @@ def start(pg: LocalPostgres, timeout_s: float = 60.0) -> str:
     init(pg)
     if not is_running(pg):
         user = _os_user()
-        port = _free_port()
+        port = free_port()
         pg.port_file.write_text(f"{port}\n")
         if user is not None:
             pg.root.chmod(0o755)
