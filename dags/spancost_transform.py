@@ -54,7 +54,12 @@ spancost_transform = DbtDag(
     execution_config=ExecutionConfig(
         dbt_executable_path=str(Path(sys.executable).with_name("dbt"))
     ),
-    render_config=RenderConfig(load_method=LoadMode.DBT_LS, test_behavior=TestBehavior.AFTER_EACH),
+    render_config=RenderConfig(
+        load_method=LoadMode.DBT_LS,
+        test_behavior=TestBehavior.AFTER_EACH,
+        # Tests between two models (relationships) run once both are built.
+        should_detach_multiple_parents_tests=True,
+    ),
     operator_args={
         "install_deps": False,
         "vars": {

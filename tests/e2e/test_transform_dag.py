@@ -1,0 +1,60 @@
+"""End to end: dag.test() of spancost_transform, the Cosmos rendering of the dbt project.
+
+Spans are loaded with the package, then the Airflow DAG builds every seed, model
+and test as its own task; the mart's total must equal the independent
+computation from the uploaded objects.
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from urllib.parse import urlsplit
+
+import psycopg
+import pytest
+
+from spancost import demo, pipeline
+from spancost.settings import Settings, SpanSource
+from tests.e2e.test_ingest_dag import expected_from_objects
+
+pytestmark = pytest.mark.e2e
+
+REPO = Path(__file__).resolve().parents[2]
+T = datetime(2026, 2, 4, 13, 0, tzinfo=UTC)
+
+
+def test_cosmos_transform_dag_builds_the_marts(
+    s3, db_url: str, airflow_db: None, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    spans = demo.generate_spans(T, T + timedelta(minutes=30), seed=23, traces_per_hour=40)
+    objects = demo.build_objects(spans, prefix="otel/traces", seed=23)
+    demo.upload_objects(s3, "spans", objects)
+    settings = Settings(
+        spans=SpanSource(bucket="spans", prefix="otel/traces"), user_id_salt="t", validate=False
+    )
+    report = pipeline.ingest_spans(settings, s3, T, T + timedelta(hours=1), url=db_url, run_id="t")
+    assert report.count("loaded") == len(objects)
+    total, calls, _ = expected_from_objects(objects)
+
+    # Cosmos builds the dbt profile from this connection and requires a password;
+    # with trust authentication any value will do.
+    parts = urlsplit(db_url)
+    if not parts.password:
+        parts = parts._replace(
+            netloc=f"{parts.username or 'postgres'}:trust@{parts.hostname}:{parts.port}"
+        )
+    monkeypatch.setenv("AIRFLOW_CONN_SPANCOST_POSTGRES", parts.geturl())
+
+    from airflow.dag_processing.dagbag import DagBag
+
+    bag = DagBag(dag_folder=str(REPO / "dags" / "spancost_transform.py"))
+    assert bag.import_errors == {}
+    dag = bag.get_dag("spancost_transform")
+    run = dag.test()
+    assert str(run.state) in ("success", "DagRunState.SUCCESS")
+    with psycopg.connect(db_url) as conn:
+        mart_total, mart_calls = conn.execute(
+            "select sum(estimated_cost_usd), sum(calls) from marts.agg_pipeline_costs_hourly"
+        ).fetchone()
+    assert (mart_total, mart_calls) == (total, calls)
