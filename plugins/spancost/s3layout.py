@@ -13,9 +13,9 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
-from zoneinfo import ZoneInfo
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
-from spancost.errors import ConfigError
+from spancost.errors import ConfigError, InfrastructureError
 from spancost.settings import SpanSource
 
 log = logging.getLogger(__name__)
@@ -47,6 +47,15 @@ def _step(partition_format: str) -> timedelta:
     )
 
 
+def _zone(source: SpanSource) -> ZoneInfo:
+    try:
+        return ZoneInfo(source.partition_timezone)
+    except (ZoneInfoNotFoundError, ValueError) as exc:
+        raise ConfigError(
+            f"partition timezone {source.partition_timezone!r} is not an IANA zone name"
+        ) from exc
+
+
 def _floor(moment: datetime, step: timedelta) -> datetime:
     seconds = int(step.total_seconds())
     epoch = int(moment.timestamp())
@@ -64,7 +73,7 @@ def partitions(
     """(partition time in UTC, key prefix) for each partition in [start - lateness, end)."""
     if start.tzinfo is None or end.tzinfo is None:
         raise ConfigError("interval bounds must be timezone-aware (UTC)")
-    zone = ZoneInfo(source.partition_timezone)
+    zone = _zone(source)
     step = _step(source.partition_format)
     base = key_prefix(source)
     moment = _floor((start - source.lateness).astimezone(zone), step)
@@ -101,7 +110,7 @@ def listing_plan(
     are listed once with their common prefix, and the keys filtered, so a day of
     minute partitions takes 24 listings rather than 1,440.
     """
-    zone = ZoneInfo(source.partition_timezone)
+    zone = _zone(source)
     coarse = _coarse_format(source.partition_format)
     base = key_prefix(source)
     groups: dict[str, dict[str, datetime]] = {}
@@ -118,13 +127,20 @@ def listing_plan(
     return plan
 
 
+def _pages(paginator: Any, bucket: str, prefix: str) -> Iterator[dict[str, Any]]:
+    try:
+        yield from paginator.paginate(Bucket=bucket, Prefix=prefix)
+    except Exception as exc:  # botocore's many error types: all mean the listing failed
+        raise InfrastructureError(f"s3://{bucket}/{prefix}: listing failed: {exc}") from exc
+
+
 def list_objects(s3: Any, source: SpanSource, start: datetime, end: datetime) -> list[S3Object]:
     """Every trace export whose partition falls in [start - lateness, end), in key order."""
     found: list[S3Object] = []
     paginator = s3.get_paginator("list_objects_v2")
     for listed, members in listing_plan(source, start, end):
         lengths = sorted({len(prefix) for prefix in members})
-        for page in paginator.paginate(Bucket=source.bucket, Prefix=listed):
+        for page in _pages(paginator, source.bucket, listed):
             for item in page.get("Contents", []):
                 object_key = item["Key"]
                 partition_time = next(

@@ -187,3 +187,11 @@ def test_small_batches_load_the_same_rows(s3, db_url: str) -> None:
         report = load_objects(conn, s3, objects, NormalizeSettings(user_id_salt="s"), batch_rows=7)
     assert report.count("loaded") == 5 and report.spans == 25
     assert scalar(db_url, "select count(*) from raw.otel_spans") == 25
+
+
+def test_a_missing_bucket_is_an_infrastructure_error_naming_it(s3, db_url: str) -> None:
+    from spancost.errors import InfrastructureError
+
+    settings = Settings(spans=SpanSource(bucket="no-such-bucket"), user_id_salt="s", validate=False)
+    with pytest.raises(InfrastructureError, match="s3://no-such-bucket/.*listing failed"):
+        ingest(s3, db_url, settings)

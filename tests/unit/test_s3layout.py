@@ -81,3 +81,9 @@ def test_a_short_interval_lists_its_partitions_exactly() -> None:
         "otel/year=2026/month=03/day=07/hour=05/minute=59/",
         "otel/year=2026/month=03/day=07/hour=06/minute=00/",
     ]
+
+
+def test_an_unknown_partition_timezone_is_a_config_error() -> None:
+    source = SpanSource(bucket="b", partition_timezone="Mars/Olympus")
+    with pytest.raises(ConfigError, match="Mars/Olympus"):
+        list(partitions(source, datetime(2026, 1, 1, tzinfo=UTC), datetime(2026, 1, 2, tzinfo=UTC)))
