@@ -438,6 +438,20 @@ def decode_protobuf(data: bytes, *, where: str) -> list[DecodedSpan]:
     return decode_json(as_json, where=where)
 
 
+def decode_yaml(data: bytes, *, where: str) -> list[DecodedSpan]:
+    """Decode the YAML form of a trace export (the collector's pdatatest golden files)."""
+    import yaml  # type: ignore[import-untyped]
+
+    try:
+        document = yaml.safe_load(data)
+        request = msgspec.convert(document, _Request)
+    except yaml.YAMLError as exc:
+        raise BadExport(f"{where}: invalid YAML: {exc}") from exc
+    except msgspec.ValidationError as exc:
+        raise BadExport(f"{where}: not a trace export: {exc}") from exc
+    return list(_spans_of(request))
+
+
 def decode_object(
     key: str, data: bytes, *, limit: int = DEFAULT_MAX_DECOMPRESSED
 ) -> list[DecodedSpan]:
@@ -445,6 +459,8 @@ def decode_object(
     payload = decompress(data, where=key, limit=limit)
     head = payload.lstrip()[:1]
     base = key.removesuffix(".gz").removesuffix(".zst")
+    if base.endswith((".yaml", ".yml")):
+        return decode_yaml(payload, where=key)
     if base.endswith(".binpb") or (head not in (b"{", b"[") and not base.endswith(".json")):
         return decode_protobuf(payload, where=key)
     if head == b"[":

@@ -16,8 +16,17 @@ from tests.conftest import SHARED_REALWORLD, realworld
 pytestmark = pytest.mark.unit
 
 
-def _independent_span_count(data: bytes) -> int:
-    """Count spans with the standard library, document by document."""
+def _independent_span_count(data: bytes, name: str = "") -> int:
+    """Count spans with the standard library (PyYAML for YAML), document by document."""
+    if name.endswith(".yaml"):
+        import yaml
+
+        document = yaml.safe_load(data)
+        return sum(
+            len(scope_spans.get("spans", []))
+            for resource_spans in document.get("resourceSpans", [])
+            for scope_spans in resource_spans.get("scopeSpans", [])
+        )
     text = data.decode()
     decoder = json.JSONDecoder()
     index, count = 0, 0
@@ -35,7 +44,7 @@ def _independent_span_count(data: bytes) -> int:
 SAMPLES = sorted(
     path.name
     for path in (SHARED_REALWORLD / "otlp-traces").glob("*")
-    if path.suffix in (".json", ".jsonl")
+    if path.suffix in (".json", ".jsonl", ".yaml")
 ) or ["(none)"]
 
 
@@ -44,7 +53,7 @@ def test_every_real_sample_decodes_with_the_right_span_count(name: str) -> None:
     path = realworld("otlp-traces", name)
     data = path.read_bytes()
     spans = decode_object(f"traces/{name}", data)
-    assert len(spans) == _independent_span_count(data) > 0
+    assert len(spans) == _independent_span_count(data, name) > 0
 
 
 def test_real_samples_cover_the_documented_counts() -> None:
@@ -209,3 +218,20 @@ def test_gzip_bomb_is_refused() -> None:
     bomb = gzip.compress(b"0" * (5 << 20))
     with pytest.raises(BadExport, match="gzip bomb"):
         decode_object("bomb.json.gz", bomb, limit=1 << 20)
+
+
+def test_yaml_golden_file_decodes_like_its_json_conversion() -> None:
+    yaml_path = realworld(
+        "otlp-traces", "dynatrace-otel-collector_genainormalizer_expected-traces.yaml"
+    )
+    json_path = realworld(
+        "otlp-traces", "dynatrace-otel-collector_genainormalizer_expected-traces.converted.json"
+    )
+    from_yaml = decode_object(yaml_path.name, yaml_path.read_bytes())
+    assert from_yaml == decode_object(json_path.name, json_path.read_bytes())
+    assert from_yaml[0].attributes["gen_ai.usage.input_tokens"] == 10
+
+
+def test_bad_yaml_is_a_bad_export() -> None:
+    with pytest.raises(BadExport, match="k.yaml: invalid YAML"):
+        decode_object("k.yaml", b"resourceSpans: [")
