@@ -36,9 +36,8 @@ import psycopg
 
 from bench.data import PREFIX, START, objects
 from spancost import db, localaws, localpg, settings
-from spancost.loader import COLUMNS, _json
-from spancost.normalize import Normalizer, NormalizeSettings, Rejection
-from spancost.otlp import decode_object
+from spancost.loader import COLUMNS, encode_rows
+from spancost.normalize import NormalizeSettings, normalize_object
 
 REPO = Path(__file__).resolve().parents[1]
 BUCKET = "spancost-bench"
@@ -113,28 +112,14 @@ def spancost_end_to_end(server_url: str, endpoint: str) -> tuple[float, int, int
 
 def copy_file(bodies: list[tuple[str, bytes]], path: Path) -> int:
     """Write the rows spancost would COPY, as a COPY text file; returns the row count."""
-    normalizer = Normalizer(NormalizeSettings(user_id_salt="bench"))
+    settings = NormalizeSettings(user_id_salt="bench")
     rows = 0
     with open(path, "w", encoding="utf-8") as out:
         for key, body in bodies:
-            for span in decode_object(key, body):
-                row = normalizer.row(span)
-                if isinstance(row, Rejection):
-                    continue
-                values = [BUCKET, key, *row.values()]
-                values[-2:] = [_json(values[-2]), _json(values[-1])]
-                out.write("\t".join(_text(value) for value in values) + "\n")
-                rows += 1
+            normalized = normalize_object(key, body, settings)
+            out.write(encode_rows(BUCKET, key, normalized.rows))
+            rows += len(normalized.rows)
     return rows
-
-
-def _text(value: Any) -> str:
-    if value is None:
-        return r"\N"
-    if isinstance(value, datetime):
-        return value.isoformat()
-    text = str(value)
-    return text.replace("\\", "\\\\").replace("\t", "\\t").replace("\n", "\\n").replace("\r", "\\r")
 
 
 def server_copy(server_url: str, path: Path) -> float:
@@ -311,7 +296,7 @@ def main() -> None:
         if count >= SAMPLE:
             break
         sample.append((key, body))
-        count += len(decode_object(key, body))
+        count += len(normalize_object(key, body, NormalizeSettings(user_id_salt="bench")).rows)
     naive = []
     for attempt in range(REPEATS):
         seconds, n = naive_loader(server_url, sample)

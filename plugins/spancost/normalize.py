@@ -1,7 +1,12 @@
-"""From a decoded span to a row of ``raw.otel_spans``: aliases, typed columns, privacy, rules.
+"""From decoded OTLP requests to rows of ``raw.otel_spans``: aliases, typed columns, privacy, rules.
 
 Every attribute alias is mapped here, once. The GenAI conventions are followed:
 input tokens include cached tokens, and output tokens include reasoning tokens.
+
+This is the hot loop of ingestion, so it walks the decoded structs once per
+span: each attribute key is classified once per object (kept, message content,
+user id, or the source of a typed column) and the answer is looked up after
+that, so a span costs one dictionary lookup per attribute.
 """
 
 from __future__ import annotations
@@ -9,13 +14,27 @@ from __future__ import annotations
 import functools
 import hashlib
 import json
-from collections.abc import Mapping
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal, InvalidOperation
 from typing import Any
 
-from spancost.otlp import DecodedSpan
+import msgspec
+
+from spancost.otlp import (
+    DEFAULT_MAX_DECOMPRESSED,
+    SPAN_KINDS,
+    STATUS_CODES,
+    ExportRequest,
+    KeyValue,
+    Span,
+    any_value,
+    decode_object,
+    enum_value,
+    nanos,
+    normalize_id,
+)
 
 # Each typed column and the attribute names it is read from, first match wins.
 ALIASES: dict[str, tuple[str, ...]] = {
@@ -82,6 +101,7 @@ DEFAULT_CONTENT_KEYS: tuple[str, ...] = (
 MIN_TIME_NS = int(datetime(2000, 1, 1, tzinfo=UTC).timestamp()) * 1_000_000_000
 MAX_FUTURE = timedelta(days=1)
 MAX_TOKENS = 10**10
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 
 
 @dataclass(frozen=True)
@@ -106,6 +126,14 @@ class Rejection:
     span: dict[str, Any]
 
 
+@dataclass
+class Normalized:
+    """The rows and the rejected spans of one object, in the order of the export."""
+
+    rows: list[dict[str, Any]] = field(default_factory=list)
+    rejections: list[Rejection] = field(default_factory=list)
+
+
 def is_content_key(key: str, content_keys: tuple[str, ...]) -> bool:
     return key in content_keys or key.startswith(_prefixes(content_keys))
 
@@ -119,43 +147,28 @@ def hash_user_id(user_id: str, salt: str) -> str:
     return hashlib.sha256(f"{salt}:{user_id}".encode()).hexdigest()
 
 
-def _lookup(names: tuple[str, ...], *layers: Mapping[str, Any]) -> Any:
-    for layer in layers:
-        for name in names:
-            value = layer.get(name)
-            if value is not None and value != "":
-                return value
-    return None
-
-
 def _text(value: Any) -> str | None:
-    if value is None:
-        return None
-    if isinstance(value, str):
-        return value
+    if value is None or value.__class__ is str:
+        return value  # type: ignore[no-any-return]
     return json.dumps(value)
 
 
-def _ns_to_datetime(nanos: int) -> datetime:
-    return datetime.fromtimestamp(nanos // 1_000_000_000, UTC) + timedelta(
-        microseconds=(nanos % 1_000_000_000) // 1000
-    )
+_SECONDS: dict[int, str] = {}
 
 
-def _strip(attrs: Mapping[str, Any], settings: NormalizeSettings) -> dict[str, Any]:
-    """The attributes without message content, with user ids hashed."""
-    exact = settings.content_keys
-    prefixes = _prefixes(exact)
-    kept = {
-        key: value
-        for key, value in attrs.items()
-        if key not in exact and not key.startswith(prefixes)
-    }
-    for key in USER_ID_KEYS:
-        value = kept.get(key)
-        if value is not None:
-            kept[key] = hash_user_id(str(value), settings.user_id_salt)
-    return kept
+def _time(nanos_: int) -> str:
+    """A UTC timestamp as text Postgres reads for timestamptz, to the microsecond.
+
+    Rows carry times as text: formatting a datetime costs microseconds on each
+    of millions of rows, so the text of each second is made once and cached.
+    """
+    seconds, rest = divmod(nanos_, 1_000_000_000)
+    text = _SECONDS.get(seconds)
+    if text is None:
+        if len(_SECONDS) > 100_000:
+            _SECONDS.clear()
+        text = _SECONDS[seconds] = f"{_EPOCH + timedelta(seconds=seconds):%Y-%m-%d %H:%M:%S}"
+    return f"{text}.{rest // 1000:06d}+00:00"
 
 
 class _Reject(Exception):
@@ -166,72 +179,192 @@ class _Reject(Exception):
         self.value = value
 
 
-def _tokens(name: str, names: tuple[str, ...], attrs: Mapping[str, Any]) -> int | None:
-    raw = _lookup(names, attrs)
-    if raw is None:
-        return None
-    if isinstance(raw, bool):
-        raise _Reject(f"{name} is not a number", names[0], raw)
+def _tokens(name: str, key: str, raw: Any) -> int:
     number: int | None = None
-    if isinstance(raw, int):
+    if raw.__class__ is int:
         number = raw
+    elif isinstance(raw, bool):
+        raise _Reject(f"{name} is not a number", key, raw)
     elif isinstance(raw, float) and raw.is_integer():
         number = int(raw)
     elif isinstance(raw, str) and raw.strip().removeprefix("-").isdigit():
         number = int(raw)
     if number is None:
-        raise _Reject(f"{name} is not a whole number", names[0], raw)
+        raise _Reject(f"{name} is not a whole number", key, raw)
     if number < 0:
-        raise _Reject(f"{name} is negative", names[0], raw)
+        raise _Reject(f"{name} is negative", key, raw)
     if number > MAX_TOKENS:
-        raise _Reject(f"{name} is implausibly large", names[0], raw)
+        raise _Reject(f"{name} is implausibly large", key, raw)
     return number
 
 
-def _cost(attrs: Mapping[str, Any]) -> Decimal | None:
-    raw = _lookup(COST_ALIASES, attrs)
-    if raw is None:
-        return None
+def _cost(key: str, raw: Any) -> Decimal:
     try:
         value = Decimal(str(raw))
     except InvalidOperation as exc:
-        raise _Reject("reported cost is not a number", COST_ALIASES[0], raw) from exc
+        raise _Reject("reported cost is not a number", key, raw) from exc
     if not value.is_finite() or value < 0:
-        raise _Reject("reported cost is negative or not finite", COST_ALIASES[0], raw)
+        raise _Reject("reported cost is negative or not finite", key, raw)
     return value
 
 
+# Typed-column slots: the ALIASES columns, then the token columns, then cost and user.
+_ALIAS_COLUMNS = tuple(ALIASES)
+_TOKEN_COLUMNS = tuple(TOKEN_ALIASES)
+_FIRST_TOKEN = len(_ALIAS_COLUMNS)
+_COST_SLOT = _FIRST_TOKEN + len(_TOKEN_COLUMNS)
+_USER_SLOT = _COST_SLOT + 1
+_SOURCES: dict[str, tuple[int, int]] = {
+    **{
+        key: (slot, rank)
+        for slot, names in enumerate(ALIASES.values())
+        for rank, key in enumerate(names)
+    },
+    **{
+        key: (_FIRST_TOKEN + slot, rank)
+        for slot, names in enumerate(TOKEN_ALIASES.values())
+        for rank, key in enumerate(names)
+    },
+    **{key: (_COST_SLOT, rank) for rank, key in enumerate(COST_ALIASES)},
+    **{key: (_USER_SLOT, rank) for rank, key in enumerate(USER_ID_KEYS)},
+}
+# What to do with an attribute: keep it, drop it (content), or keep it and feed a slot.
+_KEEP = (0, 0, 0)
+_DROP = (1, 0, 0)
+_MAX_CACHED_KEYS = 50_000
+
+
+# The best-ranked non-empty value seen for each typed slot: slot -> (rank, key, value).
+_Found = dict[int, tuple[int, str, Any]]
+
+
+class _Resource:
+    """A resource's stripped attributes and the typed values it provides, built once."""
+
+    __slots__ = ("attributes", "service_name", "typed", "user")
+
+    def __init__(self, attributes: dict[str, Any], found: _Found | None) -> None:
+        self.attributes = attributes
+        self.service_name = _text(attributes.get("service.name"))
+        values = found or {}
+        self.typed: list[str | None] = [
+            _text(values[slot][2]) if slot in values else None
+            for slot in range(len(_ALIAS_COLUMNS))
+        ]
+        self.user: str | None = _text(values[_USER_SLOT][2]) if _USER_SLOT in values else None
+
+
 class Normalizer:
-    """Turns decoded spans into rows; resource-level work is done once per resource."""
+    """Turns decoded export requests into rows and rejections, one pass per span."""
 
     def __init__(self, settings: NormalizeSettings) -> None:
         self.settings = settings
         self.latest_ns = int((settings.now + MAX_FUTURE).timestamp()) * 1_000_000_000
-        self._resources: dict[int, tuple[Mapping[str, Any], dict[str, Any], dict[str, Any]]] = {}
+        self._salt = settings.user_id_salt
+        self._limit = settings.max_attribute_bytes
+        self._actions: dict[str, tuple[int, int, int]] = {}
 
-    def _resource(self, attrs: Mapping[str, Any]) -> tuple[dict[str, Any], dict[str, Any]]:
-        """(stripped resource attributes, typed values found in them), cached per resource."""
-        cached = self._resources.get(id(attrs))
-        if cached is not None and cached[0] is attrs:
-            return cached[1], cached[2]
-        stripped = _strip(attrs, self.settings)
-        typed = {name: _lookup(names, stripped) for name, names in ALIASES.items()}
-        typed["user"] = _lookup(USER_ID_KEYS, stripped)
-        if len(self._resources) > 10_000:
-            self._resources.clear()
-        self._resources[id(attrs)] = (attrs, stripped, typed)
-        return stripped, typed
+    def _classify(self, key: str) -> tuple[int, int, int]:
+        if is_content_key(key, self.settings.content_keys):
+            action = _DROP
+        elif key in _SOURCES:
+            slot, rank = _SOURCES[key]
+            action = (2, slot, rank)
+        else:
+            action = _KEEP
+        if len(self._actions) < _MAX_CACHED_KEYS:
+            self._actions[key] = action
+        return action
 
-    def row(self, span: DecodedSpan) -> dict[str, Any] | Rejection:
+    def _attributes(
+        self, items: list[KeyValue], found: _Found | None
+    ) -> tuple[dict[str, Any], tuple[str, str, Any] | None]:
+        """Stripped attributes (content dropped, user ids hashed) and the first problem.
+
+        Typed-column sources are offered to ``found`` when it is given. The
+        problem is (field, reason, value) for a value that cannot be converted
+        or is over the size limit.
+        """
+        actions = self._actions
+        limit = self._limit
+        out: dict[str, Any] = {}
+        problem: tuple[str, str, Any] | None = None
+        for kv in items:
+            key = kv.key
+            action = actions.get(key) or self._classify(key)
+            if action is _DROP:
+                continue
+            raw = kv.value
+            if raw is None:
+                value: Any = None
+            else:
+                value = raw.string_value
+                if value is None:
+                    try:
+                        value = any_value(raw)
+                    except (ValueError, TypeError) as exc:
+                        if problem is None:
+                            problem = (key, f"bad attribute value: {exc}", "")
+                        value = msgspec.json.encode(raw).decode()  # kept as sent
+                elif len(value) > limit and problem is None:
+                    problem = (key, f"attribute value is over {limit} bytes", value[:200] + "…")
+            if action[0] == 2 and value is not None and value != "":
+                if action[1] == _USER_SLOT:
+                    value = hash_user_id(str(value), self._salt)
+                if found is not None:
+                    current = found.get(action[1])
+                    if current is None or action[2] < current[0]:
+                        found[action[1]] = (action[2], key, value)
+            out[key] = value
+        return out, problem
+
+    def resource(self, items: list[KeyValue]) -> _Resource:
+        found: _Found = {}
+        attributes, _ = self._attributes(items, found)
+        return _Resource(attributes, found)
+
+    def normalize(self, requests: Iterable[ExportRequest]) -> Normalized:
+        """Rows and rejections of every span in ``requests``."""
+        result = Normalized()
+        rows = result.rows
+        rejections = result.rejections
+        for request in requests:
+            for resource_spans in request.resource_spans:
+                resource = self.resource(
+                    resource_spans.resource.attributes if resource_spans.resource else []
+                )
+                for scope_spans in resource_spans.scope_spans:
+                    scope = scope_spans.scope
+                    scope_name = (scope.name or None) if scope else None
+                    scope_version = (scope.version or None) if scope else None
+                    for span in scope_spans.spans:
+                        row = self.row(span, resource, scope_name, scope_version)
+                        if row.__class__ is dict:
+                            rows.append(row)  # type: ignore[arg-type]
+                        else:
+                            rejections.append(row)  # type: ignore[arg-type]
+        return result
+
+    def row(
+        self,
+        span: Span,
+        resource: _Resource,
+        scope_name: str | None = None,
+        scope_version: str | None = None,
+    ) -> dict[str, Any] | Rejection:
         """The ``raw.otel_spans`` row of a span, or the Rejection saying which rule it broke."""
-        attrs = _strip(span.attributes, self.settings)
-        resource, resource_typed = self._resource(span.resource_attributes)
+        found: _Found = {}
+        attrs, problem = self._attributes(span.attributes, found)
+        trace_id: str | None = span.trace_id
+        span_id: str | None = span.span_id
         try:
-            return self._row(span, attrs, resource, resource_typed)
+            trace_id = _id(span.trace_id, 16, "traceId")
+            span_id = _id(span.span_id, 8, "spanId")
+            row = self._row(span, attrs, problem, found, resource, trace_id, span_id)
         except _Reject as bad:
             return Rejection(
-                trace_id=span.trace_id,
-                span_id=span.span_id,
+                trace_id=trace_id or None,
+                span_id=span_id or None,
                 reason=bad.reason,
                 field=bad.field,
                 value=_text(bad.value) or "",
@@ -240,84 +373,148 @@ class Normalizer:
                     "start_time_unix_nano": span.start_time_unix_nano,
                     "end_time_unix_nano": span.end_time_unix_nano,
                     "attributes": attrs,
-                    "resource_attributes": resource,
+                    "resource_attributes": resource.attributes,
                 },
             )
+        row["scope_name"] = scope_name
+        row["scope_version"] = scope_version
+        return row
 
     def _row(
         self,
-        span: DecodedSpan,
+        span: Span,
         attrs: dict[str, Any],
-        resource: dict[str, Any],
-        resource_typed: dict[str, Any],
+        problem: tuple[str, str, Any] | None,
+        found: _Found,
+        resource: _Resource,
+        trace_id: str | None,
+        span_id: str | None,
     ) -> dict[str, Any]:
-        settings = self.settings
-        for problem_field, message in span.problems:
-            raise _Reject(message, problem_field, "")
-        if not span.trace_id or len(span.trace_id) != 32:
-            raise _Reject("span has no valid trace id", "traceId", span.trace_id)
-        if not span.span_id or len(span.span_id) != 16:
-            raise _Reject("span has no valid span id", "spanId", span.span_id)
-        start_ns, end_ns = span.start_time_unix_nano, span.end_time_unix_nano
-        for name, nanos in (("startTimeUnixNano", start_ns), ("endTimeUnixNano", end_ns)):
-            if nanos is None:
-                raise _Reject("span has no timestamp", name, nanos)
-            if nanos < MIN_TIME_NS:
-                raise _Reject("timestamp is before 2000-01-01", name, nanos)
-            if nanos > self.latest_ns:
-                raise _Reject("timestamp is more than a day in the future", name, nanos)
+        parent_span_id = (
+            _id(span.parent_span_id, 8, "parentSpanId") if span.parent_span_id else None
+        )
+        kind = _enum(span.kind, SPAN_KINDS, "kind")
+        status = span.status
+        status_code = _enum(status.code, STATUS_CODES, "status.code") if status else 0
+        start_ns = _nanos(span.start_time_unix_nano, "startTimeUnixNano")
+        end_ns = _nanos(span.end_time_unix_nano, "endTimeUnixNano")
+        if problem is not None:
+            raise _Reject(problem[1], problem[0], problem[2])
+        if not trace_id:
+            raise _Reject("span has no valid trace id", "traceId", trace_id)
+        if not span_id:
+            raise _Reject("span has no valid span id", "spanId", span_id)
+        latest = self.latest_ns
+        for name, value in (("startTimeUnixNano", start_ns), ("endTimeUnixNano", end_ns)):
+            if value is None:
+                raise _Reject("span has no timestamp", name, value)
+            if value < MIN_TIME_NS:
+                raise _Reject("timestamp is before 2000-01-01", name, value)
+            if value > latest:
+                raise _Reject("timestamp is more than a day in the future", name, value)
         assert start_ns is not None and end_ns is not None
         if end_ns < start_ns:
             raise _Reject("span ends before it starts", "endTimeUnixNano", end_ns)
-        limit = settings.max_attribute_bytes
-        for key, value in attrs.items():
-            if isinstance(value, str) and len(value) > limit:
-                raise _Reject(f"attribute value is over {limit} bytes", key, value[:200] + "…")
 
-        if _USAGE_KEYS.isdisjoint(attrs):
-            tokens: dict[str, int | None] = dict.fromkeys(TOKEN_ALIASES)
-        else:
-            tokens = {name: _tokens(name, names, attrs) for name, names in TOKEN_ALIASES.items()}
-        typed = dict(resource_typed)
-        del typed["user"]
-        hits = _ALIAS_KEYS.intersection(attrs)
-        if hits:
-            # The best-ranked alias present on the span wins over the resource's value.
-            best: dict[str, tuple[int, Any]] = {}
-            for key in hits:
-                value = attrs[key]
-                if value is None or value == "":
-                    continue
-                column, rank = _ALIAS_INDEX[key]
-                if column not in best or rank < best[column][0]:
-                    best[column] = (rank, value)
-            for column, (_, value) in best.items():
-                typed[column] = value
-        typed = {name: _text(value) for name, value in typed.items()}
-        user = _lookup(USER_ID_KEYS, attrs) or resource_typed["user"]  # hashed by _strip
-        return {
-            "trace_id": span.trace_id,
-            "span_id": span.span_id,
-            "parent_span_id": span.parent_span_id,
+        typed = list(resource.typed)
+        tokens: list[int | None] = [None] * len(_TOKEN_COLUMNS)
+        cost: Decimal | None = None
+        user = resource.user
+        for slot, (_, key, value) in found.items():
+            if slot < _FIRST_TOKEN:
+                typed[slot] = _text(value)
+            elif slot < _COST_SLOT:
+                tokens[slot - _FIRST_TOKEN] = _tokens(
+                    _TOKEN_COLUMNS[slot - _FIRST_TOKEN], key, value
+                )
+            elif slot == _COST_SLOT:
+                cost = _cost(key, value)
+            else:
+                user = _text(value)
+        row: dict[str, Any] = {
+            "trace_id": trace_id,
+            "span_id": span_id,
+            "parent_span_id": parent_span_id,
             "name": span.name,
-            "kind": span.kind,
-            "start_time": _ns_to_datetime(start_ns),
-            "end_time": _ns_to_datetime(end_ns),
-            "status_code": span.status_code,
-            "status_message": span.status_message,
-            "service_name": _text(resource.get("service.name")),
-            "scope_name": span.scope_name,
-            "scope_version": span.scope_version,
-            **typed,
-            **tokens,
-            "user_id_hash": _text(user),
-            "reported_cost_usd": None if _COST_KEYS.isdisjoint(attrs) else _cost(attrs),
-            "attributes": attrs,
-            "resource_attributes": resource,
+            "kind": kind,
+            "start_time": _time(start_ns),
+            "end_time": _time(end_ns),
+            "status_code": status_code,
+            "status_message": (status.message or None) if status else None,
+            "service_name": resource.service_name,
+            "scope_name": None,
+            "scope_version": None,
         }
+        row.update(zip(_ALIAS_COLUMNS, typed, strict=True))
+        row.update(zip(_TOKEN_COLUMNS, tokens, strict=True))
+        row["user_id_hash"] = user
+        row["reported_cost_usd"] = cost
+        row["events"] = self._events(span) if span.events else None
+        row["links"] = self._links(span) if span.links else None
+        row["attributes"] = attrs
+        row["resource_attributes"] = resource.attributes
+        return row
+
+    def _events(self, span: Span) -> list[dict[str, Any]]:
+        return [
+            {
+                "name": event.name,
+                "time_unix_nano": str(event.time_unix_nano or ""),
+                "attributes": self._attributes(event.attributes, None)[0],
+            }
+            for event in span.events
+        ]
+
+    def _links(self, span: Span) -> list[dict[str, Any]]:
+        links = []
+        for link in span.links:
+            try:
+                trace_id = normalize_id(link.trace_id, 16)
+                span_id = normalize_id(link.span_id, 8)
+            except ValueError:
+                trace_id, span_id = link.trace_id, link.span_id  # kept as sent: a link is context
+            links.append(
+                {
+                    "trace_id": trace_id,
+                    "span_id": span_id,
+                    "attributes": self._attributes(link.attributes, None)[0],
+                }
+            )
+        return links
 
 
-# The keys of a row, in order: the loader COPYs ``row.values()`` under these column names.
+def _id(raw: str, size: int, field: str) -> str | None:
+    """A span or trace id as lowercase hex; hex of the right length is the common case."""
+    if len(raw) == size * 2:
+        try:
+            bytes.fromhex(raw)
+        except ValueError:
+            pass
+        else:
+            return raw.lower()
+    try:
+        return normalize_id(raw, size)
+    except ValueError as exc:
+        raise _Reject(str(exc), field, raw) from exc
+
+
+def _enum(value: int | str | None, names: dict[str, int], field: str) -> int:
+    if value.__class__ is int:
+        return value  # type: ignore[return-value]
+    try:
+        return enum_value(value, names, field)
+    except ValueError as exc:
+        raise _Reject(str(exc), field, value) from exc
+
+
+def _nanos(value: int | str | None, field: str) -> int | None:
+    try:
+        return nanos(value)
+    except ValueError as exc:
+        raise _Reject("timestamp is not an integer", field, value) from exc
+
+
+# The keys of a row, in order: the loader COPYs them under these column names.
 ROW_COLUMNS: tuple[str, ...] = (
     "trace_id",
     "span_id",
@@ -335,17 +532,19 @@ ROW_COLUMNS: tuple[str, ...] = (
     *TOKEN_ALIASES,
     "user_id_hash",
     "reported_cost_usd",
+    "events",
+    "links",
     "attributes",
     "resource_attributes",
 )
-_ALIAS_INDEX: dict[str, tuple[str, int]] = {
-    key: (column, rank) for column, names in ALIASES.items() for rank, key in enumerate(names)
-}
-_ALIAS_KEYS = frozenset(_ALIAS_INDEX)
-_USAGE_KEYS = frozenset(name for names in TOKEN_ALIASES.values() for name in names)
-_COST_KEYS = frozenset(COST_ALIASES)
 
 
-def to_row(span: DecodedSpan, settings: NormalizeSettings) -> dict[str, Any] | Rejection:
-    """The row of one span (see :class:`Normalizer`, which is faster for many spans)."""
-    return Normalizer(settings).row(span)
+def normalize_object(
+    key: str,
+    data: bytes,
+    settings: NormalizeSettings,
+    *,
+    limit: int = DEFAULT_MAX_DECOMPRESSED,
+) -> Normalized:
+    """Decode one S3 object and normalise its spans; raises BadExport naming the object."""
+    return Normalizer(settings).normalize(decode_object(key, data, limit=limit))

@@ -135,7 +135,7 @@ def validate_rows(rows: Sequence[Mapping[str, Any]], suite_path: Path) -> Valida
     from great_expectations.data_context.types.base import ProgressBarsConfig
 
     suite = _build_suite(suite_dict, suite_path)
-    frame = _frame(rows)
+    frame = _frame(rows, _suite_columns(suite_dict))
 
     context = gx.get_context(mode="ephemeral")
     context.variables.progress_bars = ProgressBarsConfig(globally=False, metric_calculations=False)
@@ -273,18 +273,44 @@ def _build_suite(suite_dict: Mapping[str, Any], path: Path) -> ExpectationSuite:
     return suite
 
 
-def _frame(rows: Sequence[Mapping[str, Any]]) -> pandas.DataFrame:
+# Columns that hold timestamps as UTC text in the rows; the frame has them as datetimes.
+_TIME_COLUMNS = ("start_time", "end_time")
+
+
+def _suite_columns(suite_dict: Mapping[str, Any]) -> set[str] | None:
+    """The columns the suite's expectations name, or None when one names no column."""
+    named: set[str] = set()
+    for expectation in suite_dict.get("expectations", []):
+        columns = _columns(expectation.get("kwargs", {}))
+        if not columns:
+            return None  # a table-level expectation: give it every column
+        named.update(columns)
+    return named
+
+
+def _frame(rows: Sequence[Mapping[str, Any]], only: set[str] | None = None) -> pandas.DataFrame:
     """The rows as a dataframe indexed 0..n-1, one typed column per key.
 
-    Whole numbers become nullable Int64, datetimes UTC timestamps, dicts and lists
-    JSON text; anything else (text, Decimal money) stays as Python objects.
+    Only the columns in ``only`` are built when it is given: serialising the
+    attributes of every row to JSON text costs more than the checks themselves.
+    Whole numbers become nullable Int64, timestamps (datetimes, or the loader's
+    UTC text) UTC datetimes, dicts and lists JSON text; anything else (text,
+    Decimal money) stays as Python objects.
     """
     import pandas as pd
 
     columns: dict[str, None] = {}
     for row in rows:
         columns.update(dict.fromkeys(row))
-    data = {name: _series(pd, [row.get(name) for row in rows]) for name in columns}
+    if only is not None:  # a named column missing from the rows stays missing: GX says so
+        columns = {name: None for name in columns if name in only}
+    data = {}
+    for name in columns:
+        values = [row.get(name) for row in rows]
+        if name in _TIME_COLUMNS and any(isinstance(value, str) for value in values):
+            data[name] = pd.to_datetime(pd.Series(values, dtype=object), utc=True, format="ISO8601")
+        else:
+            data[name] = _series(pd, values)
     return pd.DataFrame(data, index=pd.RangeIndex(len(rows)))
 
 

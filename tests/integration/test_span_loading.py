@@ -11,7 +11,7 @@ import pytest
 
 from spancost import pipeline
 from spancost.settings import Settings, SpanSource
-from tests.otlp_factory import export, key, llm_span
+from tests.otlp_factory import attr, export, key, llm_span
 
 pytestmark = pytest.mark.integration
 
@@ -124,6 +124,45 @@ def test_message_content_is_not_stored(s3, db_url: str) -> None:
     with psycopg.connect(db_url) as conn:
         dump = conn.execute("select row_to_json(s)::text from raw.otel_spans as s").fetchone()[0]
     assert "TOP-SECRET" not in dump and "alice" not in dump
+
+
+def test_awkward_text_events_and_links_survive_copy_exactly(s3, db_url: str) -> None:
+    """Tabs, newlines, backslashes and quotes come back as sent; NUL (which Postgres
+    cannot store) becomes U+FFFD instead of failing the object; events and links are
+    kept with their content attributes removed."""
+    rng = random.Random(11)
+    awkward = 'tab\there\nnew "line" \\N back\\slash\r'
+    span = llm_span(rng, T0, pipeline=awkward, extra={"note": awkward, "nul": "a\x00b"})
+    span["name"] = awkward
+    span["events"] = [
+        {
+            "timeUnixNano": span["startTimeUnixNano"],
+            "name": "gen_ai.content.prompt",
+            "attributes": [attr("gen_ai.prompt", "TOP-SECRET"), attr("tokens", 3)],
+        },
+        {"name": "exception", "attributes": [attr("exception.type", "RateLimitError")]},
+    ]
+    span["links"] = [{"traceId": "AB" * 16, "spanId": "CD" * 8, "attributes": []}]
+    plain = llm_span(rng, T0)
+    put(s3, 0, 100000060, [span, plain])
+    report = ingest(s3, db_url)
+    assert report.spans == 2 and report.rejected == 0
+    with psycopg.connect(db_url) as conn:
+        name, pipeline_id, note, nul, events, links = conn.execute(
+            "select name, pipeline_id, attributes ->> 'note', attributes ->> 'nul', events, links"
+            " from raw.otel_spans where span_id = %s",
+            [span["spanId"]],
+        ).fetchone()
+        others = conn.execute(
+            "select events, links from raw.otel_spans where span_id = %s", [plain["spanId"]]
+        ).fetchone()
+    assert name == pipeline_id == note == awkward
+    assert nul == "a\ufffdb"
+    assert [event["name"] for event in events] == ["gen_ai.content.prompt", "exception"]
+    assert events[0]["attributes"] == {"tokens": 3}  # the prompt text is gone
+    assert events[1]["attributes"] == {"exception.type": "RateLimitError"}
+    assert links == [{"trace_id": "ab" * 16, "span_id": "cd" * 8, "attributes": {}}]
+    assert others == (None, None)
 
 
 def test_concurrent_runs_load_each_object_once(s3, db_url: str) -> None:

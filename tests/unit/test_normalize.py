@@ -2,14 +2,19 @@
 
 from __future__ import annotations
 
+import json
 from datetime import UTC, datetime
 from decimal import Decimal
 from typing import Any
 
 import pytest
 
-from spancost.normalize import NormalizeSettings, Rejection, hash_user_id, to_row
-from spancost.otlp import DecodedSpan, decode_object
+from spancost.normalize import (
+    NormalizeSettings,
+    Rejection,
+    hash_user_id,
+    normalize_object,
+)
 from tests.conftest import realworld
 
 pytestmark = pytest.mark.unit
@@ -18,38 +23,76 @@ SETTINGS = NormalizeSettings(user_id_salt="pepper", now=datetime(2026, 1, 2, tzi
 T0 = 1767225600000000000  # 2026-01-01T00:00:00Z
 
 
-def span(attributes: dict[str, Any] | None = None, **fields: Any) -> DecodedSpan:
-    base: dict[str, Any] = {
-        "trace_id": "0af7651916cd43dd8448eb211c80319c",
-        "span_id": "b7ad6b7169203331",
-        "parent_span_id": None,
+def any_value(value: Any) -> dict[str, Any]:
+    """A plain value as an OTLP/JSON AnyValue, the way exporters write it."""
+    if isinstance(value, bool):
+        return {"boolValue": value}
+    if isinstance(value, int):
+        return {"intValue": str(value)}
+    if isinstance(value, float):
+        return {"doubleValue": value}
+    if isinstance(value, list):
+        return {"arrayValue": {"values": [any_value(item) for item in value]}}
+    if isinstance(value, dict):
+        return {"kvlistValue": {"values": key_values(value)}}
+    return {"stringValue": value}
+
+
+def key_values(attributes: dict[str, Any]) -> list[dict[str, Any]]:
+    return [{"key": key, "value": any_value(value)} for key, value in attributes.items()]
+
+
+def export(
+    attributes: dict[str, Any] | None = None,
+    /,
+    resource_attributes: dict[str, Any] | None = None,
+    **fields: Any,
+) -> bytes:
+    """One OTLP/JSON export holding one span; ``fields`` override its OTLP fields."""
+    span: dict[str, Any] = {
+        "traceId": "0af7651916cd43dd8448eb211c80319c",
+        "spanId": "b7ad6b7169203331",
         "name": "chat gpt-5.4",
         "kind": 3,
-        "start_time_unix_nano": T0,
-        "end_time_unix_nano": T0 + 2_500_000_000,
-        "status_code": 0,
-        "status_message": None,
-        "attributes": attributes or {},
-        "resource_attributes": {"service.name": "svc", "deployment.environment": "prod"},
-        "scope_name": "openai",
-        "scope_version": "1.0",
-        "scope_attributes": {},
-        "events": [],
-        "links": [],
-        "problems": (),
+        "startTimeUnixNano": str(T0),
+        "endTimeUnixNano": str(T0 + 2_500_000_000),
+        "attributes": key_values(attributes or {}),
     }
-    base.update(fields)
-    return DecodedSpan(**base)
+    for key, value in fields.items():
+        if value is None:
+            span.pop(key, None)
+        else:
+            span[key] = value
+    if resource_attributes is None:
+        resource_attributes = {"service.name": "svc", "deployment.environment": "prod"}
+    return json.dumps(
+        {
+            "resourceSpans": [
+                {
+                    "resource": {"attributes": key_values(resource_attributes)},
+                    "scopeSpans": [
+                        {"scope": {"name": "openai", "version": "1.0"}, "spans": [span]}
+                    ],
+                }
+            ]
+        }
+    ).encode()
 
 
-def row(attributes: dict[str, Any] | None = None, **fields: Any) -> dict[str, Any]:
-    result = to_row(span(attributes, **fields), SETTINGS)
+def to_row(data: bytes) -> dict[str, Any] | Rejection:
+    result = normalize_object("traces_1.json", data, SETTINGS)
+    (only,) = result.rows or result.rejections
+    return only
+
+
+def row(attributes: dict[str, Any] | None = None, /, **fields: Any) -> dict[str, Any]:
+    result = to_row(export(attributes, **fields))
     assert isinstance(result, dict), result
     return result
 
 
-def rejection(attributes: dict[str, Any] | None = None, **fields: Any) -> Rejection:
-    result = to_row(span(attributes, **fields), SETTINGS)
+def rejection(attributes: dict[str, Any] | None = None, /, **fields: Any) -> Rejection:
+    result = to_row(export(attributes, **fields))
     assert isinstance(result, Rejection), result
     return result
 
@@ -87,8 +130,10 @@ def test_current_names_become_typed_columns() -> None:
     assert out["environment"] == "prod"  # from the resource, older attribute name
     assert out["agent_name"] == "researcher" and out["conversation_id"] == "c-1"
     assert out["reported_cost_usd"] == Decimal("0.0125")
-    assert out["start_time"] == datetime(2026, 1, 1, tzinfo=UTC)
-    assert out["end_time"] == datetime(2026, 1, 1, 0, 0, 2, 500000, tzinfo=UTC)
+    assert datetime.fromisoformat(out["start_time"]) == datetime(2026, 1, 1, tzinfo=UTC)
+    assert datetime.fromisoformat(out["end_time"]) == datetime(
+        2026, 1, 1, 0, 0, 2, 500000, tzinfo=UTC
+    )
 
 
 def test_older_aliases_map_onto_current_names() -> None:
@@ -141,7 +186,8 @@ def test_dynatrace_genai_sample_is_kept_aside_without_content() -> None:
     data = realworld(
         "otlp-traces", "dynatrace-otel-collector_genainormalizer_expected-traces.converted.json"
     ).read_bytes()
-    results = [to_row(decoded, SETTINGS) for decoded in decode_object("dt.json", data)]
+    result = normalize_object("dt.json", data, SETTINGS)
+    results = result.rows + result.rejections
     assert len(results) == 2
     for result in results:
         assert isinstance(result, Rejection)
@@ -161,13 +207,16 @@ def test_openinference_and_openllmetry_names_are_fallbacks() -> None:
 @pytest.mark.parametrize(
     ("attributes", "fields", "reason", "field"),
     [
-        ({}, {"trace_id": None}, "no valid trace id", "traceId"),
-        ({}, {"span_id": None}, "no valid span id", "spanId"),
-        ({}, {"start_time_unix_nano": None}, "no timestamp", "startTimeUnixNano"),
-        ({}, {"start_time_unix_nano": 946684799 * 10**9}, "before 2000", "startTimeUnixNano"),
+        ({}, {"traceId": None}, "no valid trace id", "traceId"),
+        ({}, {"spanId": None}, "no valid span id", "spanId"),
+        ({}, {"spanId": "xyz"}, "not a 8-byte id", "spanId"),
+        ({}, {"startTimeUnixNano": None}, "no timestamp", "startTimeUnixNano"),
+        ({}, {"startTimeUnixNano": "soon"}, "not an integer", "startTimeUnixNano"),
+        ({}, {"startTimeUnixNano": 946684799 * 10**9}, "before 2000", "startTimeUnixNano"),
+        ({}, {"endTimeUnixNano": str(T0 - 1)}, "ends before it starts", "endTimeUnixNano"),
         (
             {},
-            {"end_time_unix_nano": 1767484800 * 10**9},  # 2026-01-04, two days after "now"
+            {"endTimeUnixNano": 1767484800 * 10**9},  # 2026-01-04, two days after "now"
             "in the future",
             "endTimeUnixNano",
         ),
@@ -179,9 +228,17 @@ def test_openinference_and_openllmetry_names_are_fallbacks() -> None:
             "gen_ai.usage.output_tokens",
         ),
         ({"gen_ai.usage.output_tokens": True}, {}, "not a number", "gen_ai.usage.output_tokens"),
-        ({"cost.usd": "-1"}, {}, "negative", "gen_ai.usage.cost"),
+        ({"cost.usd": "-1"}, {}, "negative", "cost.usd"),
+        ({"gen_ai.usage.cost": "a lot"}, {}, "not a number", "gen_ai.usage.cost"),
         ({"big": "x" * 70_000}, {}, "over 65536 bytes", "big"),
-        ({}, {"problems": (("kind", "unknown kind 'X'"),)}, "unknown kind", "kind"),
+        ({}, {"kind": "X"}, "unknown kind", "kind"),
+        ({}, {"status": {"code": "STATUS_CODE_MAYBE"}}, "unknown status.code", "status.code"),
+        (
+            {},
+            {"attributes": [{"key": "n", "value": {"intValue": "many"}}]},
+            "bad attribute value",
+            "n",
+        ),
     ],
 )
 def test_rule_breaking_rows_are_rejected_with_a_reason(

@@ -5,15 +5,30 @@ from __future__ import annotations
 import base64
 import gzip
 import json
+from datetime import UTC, datetime
 
 import pytest
 import zstandard
 
 from spancost.errors import BadExport
+from spancost.normalize import Normalized, NormalizeSettings, normalize_object
 from spancost.otlp import decode_object, normalize_id
 from tests.conftest import SHARED_REALWORLD, realworld
 
 pytestmark = pytest.mark.unit
+
+SETTINGS = NormalizeSettings(user_id_salt="t", now=datetime(2026, 12, 1, tzinfo=UTC))
+
+
+def load(key: str, data: bytes, **options: int) -> Normalized:
+    """Decode and normalise one object, as the loader does."""
+    return normalize_object(key, data, SETTINGS, **options)
+
+
+def span_count(key: str, data: bytes) -> int:
+    """Spans decoded: loaded rows plus rows kept aside with a reason."""
+    result = load(key, data)
+    return len(result.rows) + len(result.rejections)
 
 
 def _independent_span_count(data: bytes, name: str = "") -> int:
@@ -52,13 +67,12 @@ SAMPLES = sorted(
 def test_every_real_sample_decodes_with_the_right_span_count(name: str) -> None:
     path = realworld("otlp-traces", name)
     data = path.read_bytes()
-    spans = decode_object(f"traces/{name}", data)
-    assert len(spans) == _independent_span_count(data, name) > 0
+    assert span_count(f"traces/{name}", data) == _independent_span_count(data, name) > 0
 
 
 def test_real_samples_cover_the_documented_counts() -> None:
     counts = {
-        name: len(decode_object(name, realworld("otlp-traces", name).read_bytes()))
+        name: span_count(name, realworld("otlp-traces", name).read_bytes())
         for name in (
             "gcp-opentelemetry-operations-go_traces_basic.json",  # 3 concatenated documents
             "dynatrace-otel-collector_otlpjson_traces.jsonl",  # JSON Lines, 2 requests
@@ -74,21 +88,22 @@ def test_real_samples_cover_the_documented_counts() -> None:
 
 def test_upper_case_hex_ids_are_lowered() -> None:
     data = realworld("otlp-traces", "opentelemetry-proto_examples_trace.json").read_bytes()
-    (span,) = decode_object("trace.json", data)
-    assert span.trace_id == "5b8efff798038103d269b633813fc60c"
-    assert span.span_id == "eee19b7ec3c1b174"
-    assert span.parent_span_id == "eee19b7ec3c1b173"
-    assert span.kind == 2
-    assert span.scope_name == "my.library"
-    assert span.scope_attributes == {"my.scope.attribute": "some scope attribute"}
-    assert span.resource_attributes == {"service.name": "my.service"}
-    assert span.start_time_unix_nano == 1544712660000000000
+    (span,) = load("trace.json", data).rows
+    assert span["trace_id"] == "5b8efff798038103d269b633813fc60c"
+    assert span["span_id"] == "eee19b7ec3c1b174"
+    assert span["parent_span_id"] == "eee19b7ec3c1b173"
+    assert span["kind"] == 2
+    assert span["scope_name"] == "my.library"
+    assert span["resource_attributes"] == {"service.name": "my.service"}
+    assert span["start_time"] == "2018-12-13 14:51:00.000000+00:00"  # 1544712660000000000 ns
 
 
 def test_every_anyvalue_type() -> None:
     data = realworld("otlp-traces", "otel-collector_pdata_ptrace_tracesJSON.json").read_bytes()
-    first, second = decode_object("t.json", data)
-    assert first.attributes == {
+    result = load("t.json", data)
+    (first,) = result.rows
+    (second,) = result.rejections
+    assert first["attributes"] == {
         "string": "value",
         "bool": True,
         "int": 1,
@@ -97,25 +112,26 @@ def test_every_anyvalue_type() -> None:
         "array": [1, "str"],
         "kvList": {"int": 1, "string": "string"},
     }
-    assert first.status_code == 1 and first.status_message == "message"
-    assert first.events[0]["name"] == "eventName"
-    assert first.links[0]["span_id"] == "1112131415161718"
-    assert second.name == "testSpan2" and second.trace_id is None
+    assert first["status_code"] == 1 and first["status_message"] == "message"
+    assert first["events"][0]["name"] == "eventName"
+    assert first["links"][0]["span_id"] == "1112131415161718"
+    assert second.span["name"] == "testSpan2" and second.trace_id is None
+    assert second.reason == "span has no valid trace id"
 
 
 def test_enum_names_are_mapped() -> None:
     data = realworld(
         "otlp-traces", "gcp-opentelemetry-operations-go_traces_basic.json"
     ).read_bytes()
-    kinds = {span.kind for span in decode_object("gcp.json", data)}
+    kinds = {span["kind"] for span in load("gcp.json", data).rows}
     assert kinds <= {0, 1, 2, 3, 4, 5} and 2 in kinds
 
 
 def test_empty_resource_and_scope() -> None:
     data = realworld("otlp-traces", "otel-collector_pdata_ptraceotlp_minimal_request.json")
-    (span,) = decode_object("min.json", data.read_bytes())
-    assert span.name == "test_span"
-    assert span.resource_attributes == {} and span.scope_name is None
+    (rejected,) = load("min.json", data.read_bytes()).rejections  # it has no ids or times
+    assert rejected.span["name"] == "test_span"
+    assert rejected.span["resource_attributes"] == {}
 
 
 def _request(**span: object) -> bytes:
@@ -142,11 +158,11 @@ def test_base64_ids_and_numeric_int64_and_enum_names() -> None:
         status={"code": "STATUS_CODE_ERROR"},
         attributes=[{"key": "n", "value": {"intValue": 42}}],
     )
-    (span,) = decode_object("x.json", data)
-    assert span.trace_id == trace.hex() and span.span_id == span_id.hex()
-    assert span.kind == 3 and span.status_code == 2
-    assert span.start_time_unix_nano == 1767225600000000000
-    assert span.attributes == {"n": 42}
+    (span,) = load("x.json", data).rows
+    assert span["trace_id"] == trace.hex() and span["span_id"] == span_id.hex()
+    assert span["kind"] == 3 and span["status_code"] == 2
+    assert span["start_time"] == "2026-01-01 00:00:00.000000+00:00"
+    assert span["attributes"] == {"n": 42}
 
 
 def test_normalize_id_rejects_garbage() -> None:
@@ -164,7 +180,7 @@ def test_compression_is_sniffed_not_read_from_the_suffix(compress: str) -> None:
         "none": raw,
     }[compress]
     # A .gz key holding plain JSON happens when a client honoured Content-Encoding: gzip.
-    assert len(decode_object("traces_1.json.gz", data)) == 1
+    assert len(load("traces_1.json.gz", data).rows) == 1
 
 
 def test_protobuf_export_decodes() -> None:
@@ -193,9 +209,9 @@ def test_protobuf_export_decodes() -> None:
             )
         ]
     )
-    (span,) = decode_object("traces_1.binpb", message.SerializeToString())
-    assert span.trace_id == "0af7651916cd43dd8448eb211c80319c"
-    assert span.kind == 3 and span.end_time_unix_nano == 1767225601000000000
+    (span,) = load("traces_1.binpb", message.SerializeToString()).rows
+    assert span["trace_id"] == "0af7651916cd43dd8448eb211c80319c"
+    assert span["kind"] == 3 and span["end_time"] == "2026-01-01 00:00:01.000000+00:00"
 
 
 @pytest.mark.parametrize(
@@ -227,9 +243,12 @@ def test_yaml_golden_file_decodes_like_its_json_conversion() -> None:
     json_path = realworld(
         "otlp-traces", "dynatrace-otel-collector_genainormalizer_expected-traces.converted.json"
     )
-    from_yaml = decode_object(yaml_path.name, yaml_path.read_bytes())
-    assert from_yaml == decode_object(json_path.name, json_path.read_bytes())
-    assert from_yaml[0].attributes["gen_ai.usage.input_tokens"] == 10
+    assert decode_object(yaml_path.name, yaml_path.read_bytes()) == decode_object(
+        json_path.name, json_path.read_bytes()
+    )
+    from_yaml = load(yaml_path.name, yaml_path.read_bytes())
+    assert from_yaml == load(json_path.name, json_path.read_bytes())
+    assert from_yaml.rejections[0].span["attributes"]["gen_ai.usage.input_tokens"] == 10
 
 
 def test_bad_yaml_is_a_bad_export() -> None:

@@ -59,10 +59,17 @@ create table if not exists raw.otel_spans (
     bedrock_model_id        text,
     host_type               text,
     reported_cost_usd       numeric,
+    events                  jsonb,
+    links                   jsonb,
     attributes              jsonb       not null,
     resource_attributes     jsonb       not null,
     loaded_at               timestamptz not null default now()
 ) partition by range (start_time);
+
+-- Added after the first release: span events (exceptions, GenAI events) and links,
+-- content stripped like the attributes; null when the span has none.
+alter table raw.otel_spans add column if not exists events jsonb;
+alter table raw.otel_spans add column if not exists links jsonb;
 
 create index if not exists otel_spans_source_idx on raw.otel_spans (source_bucket, source_key);
 
