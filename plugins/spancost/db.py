@@ -22,8 +22,10 @@ def database_url() -> str:
     return localpg.start(localpg.LocalPostgres(settings.home()))
 
 
-def connect(url: str) -> psycopg.Connection[tuple[object, ...]]:
-    return psycopg.connect(url, application_name="spancost", options="-c timezone=UTC")
+def connect(url: str, *, autocommit: bool = False) -> psycopg.Connection[tuple[object, ...]]:
+    return psycopg.connect(
+        url, application_name="spancost", options="-c timezone=UTC", autocommit=autocommit
+    )
 
 
 def schema_files() -> list[str]:

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import contextlib
 import gc
+import itertools
 import json
 import logging
 import queue
@@ -27,10 +28,12 @@ import psycopg
 from spancost.errors import BadExport, InfrastructureError
 from spancost.normalize import (
     ROW_COLUMNS,
+    Normalizer,
     NormalizeSettings,
     Rejection,
     normalize_object,
 )
+from spancost.otlp import ExportRequest, NotJsonLines, decompress_stream, json_lines
 from spancost.s3layout import S3Object
 
 log = logging.getLogger(__name__)
@@ -51,6 +54,7 @@ class _Options:
     validator: Validator | None
     batch_size: int
     batch_rows: int
+    stream_bytes: int
 
 
 Validator = Callable[[Sequence[dict[str, Any]]], dict[int, tuple[str, str, str]]]
@@ -269,90 +273,267 @@ def encode_rows(bucket: str, key: str, rows: Sequence[dict[str, Any]]) -> str:
     return "\n".join(lines)
 
 
+def _claim(conn: Conn, obj: S3Object, etag: str) -> bool:
+    """Inside the object's transaction: lock its key; False if this etag is already in.
+
+    An object already loaded under another etag was re-uploaded: its rows and
+    rejected rows are deleted here, to be replaced.
+    """
+    conn.execute(
+        "select pg_advisory_xact_lock(hashtextextended(%s, 0))", [f"{obj.bucket}/{obj.key}"]
+    )
+    current = conn.execute(
+        "select etag from raw.s3_objects where bucket = %s and key = %s", [obj.bucket, obj.key]
+    ).fetchone()
+    if current is not None and current[0] == etag:
+        return False
+    if current is not None:
+        log.info("s3://%s/%s changed etag: replacing its rows", obj.bucket, obj.key)
+        conn.execute(
+            "delete from raw.otel_spans where source_bucket = %s and source_key = %s",
+            [obj.bucket, obj.key],
+        )
+        conn.execute(
+            "delete from ops.rejected_spans where source_bucket = %s and source_key = %s",
+            [obj.bucket, obj.key],
+        )
+    return True
+
+
+def _write(conn: Conn, obj: S3Object, prepared: PreparedObject) -> None:
+    """COPY the prepared rows and insert the rejected ones."""
+    if prepared.rows:
+        with conn.cursor().copy(_COPY_SQL) as copy:
+            copy.write(prepared.copy_text or encode_rows(obj.bucket, obj.key, prepared.rows))
+    if prepared.rejections:
+        conn.cursor().executemany(
+            "insert into ops.rejected_spans "
+            "(source_bucket, source_key, trace_id, span_id, reason, field, value, span) "
+            "values (%s, %s, %s, %s, %s, %s, %s, %s)",
+            [
+                (
+                    obj.bucket,
+                    obj.key,
+                    rejection.trace_id,
+                    rejection.span_id,
+                    rejection.reason,
+                    rejection.field,
+                    rejection.value,
+                    json.dumps(rejection.span, default=str),
+                )
+                for rejection in prepared.rejections
+            ],
+        )
+
+
+def _record(conn: Conn, obj: S3Object, etag: str, result: ObjectResult) -> ObjectResult:
+    """Write the object's manifest row (same transaction as its rows)."""
+    conn.execute(
+        """
+        insert into raw.s3_objects
+            (bucket, key, etag, size_bytes, last_modified, partition_time,
+             status, reason, span_count, rejected_count, loaded_at)
+        values (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, now())
+        on conflict (bucket, key) do update set
+            etag = excluded.etag,
+            size_bytes = excluded.size_bytes,
+            last_modified = excluded.last_modified,
+            partition_time = excluded.partition_time,
+            status = excluded.status,
+            reason = excluded.reason,
+            span_count = excluded.span_count,
+            rejected_count = excluded.rejected_count,
+            loaded_at = excluded.loaded_at
+        """,
+        [
+            obj.bucket,
+            obj.key,
+            etag,
+            obj.size,
+            obj.last_modified,
+            obj.partition_time,
+            result.status,
+            result.reason,
+            result.spans,
+            result.rejected,
+        ],
+    )
+    if result.status == "quarantined":
+        log.warning("quarantined s3://%s/%s: %s", obj.bucket, obj.key, result.reason)
+    return result
+
+
 def commit_object(conn: Conn, prepared: PreparedObject) -> ObjectResult:
     """Land one prepared object in one transaction; skip it if this etag is already in."""
     obj = prepared.obj
     with conn.transaction():
-        conn.execute(
-            "select pg_advisory_xact_lock(hashtextextended(%s, 0))", [f"{obj.bucket}/{obj.key}"]
-        )
-        current = conn.execute(
-            "select etag from raw.s3_objects where bucket = %s and key = %s", [obj.bucket, obj.key]
-        ).fetchone()
-        if current is not None and current[0] == prepared.etag:
+        if not _claim(conn, obj, prepared.etag):
             return ObjectResult(key=obj.key, status="skipped")
-        if current is not None:
-            log.info("s3://%s/%s changed etag: replacing its rows", obj.bucket, obj.key)
-            conn.execute(
-                "delete from raw.otel_spans where source_bucket = %s and source_key = %s",
-                [obj.bucket, obj.key],
-            )
-            conn.execute(
-                "delete from ops.rejected_spans where source_bucket = %s and source_key = %s",
-                [obj.bucket, obj.key],
-            )
-        status = "quarantined" if prepared.quarantine_reason else "loaded"
-        if prepared.rows:
-            with conn.cursor().copy(_COPY_SQL) as copy:
-                copy.write(prepared.copy_text or encode_rows(obj.bucket, obj.key, prepared.rows))
-        if prepared.rejections:
-            conn.cursor().executemany(
-                "insert into ops.rejected_spans "
-                "(source_bucket, source_key, trace_id, span_id, reason, field, value, span) "
-                "values (%s, %s, %s, %s, %s, %s, %s, %s)",
-                [
-                    (
-                        obj.bucket,
-                        obj.key,
-                        rejection.trace_id,
-                        rejection.span_id,
-                        rejection.reason,
-                        rejection.field,
-                        rejection.value,
-                        json.dumps(rejection.span, default=str),
-                    )
-                    for rejection in prepared.rejections
-                ],
-            )
-        conn.execute(
-            """
-            insert into raw.s3_objects
-                (bucket, key, etag, size_bytes, last_modified, partition_time,
-                 status, reason, span_count, rejected_count, loaded_at)
-            values (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, now())
-            on conflict (bucket, key) do update set
-                etag = excluded.etag,
-                size_bytes = excluded.size_bytes,
-                last_modified = excluded.last_modified,
-                partition_time = excluded.partition_time,
-                status = excluded.status,
-                reason = excluded.reason,
-                span_count = excluded.span_count,
-                rejected_count = excluded.rejected_count,
-                loaded_at = excluded.loaded_at
-            """,
-            [
+        _write(conn, obj, prepared)
+        return _record(
+            conn,
+            obj,
+            prepared.etag,
+            ObjectResult(
+                key=obj.key,
+                status="quarantined" if prepared.quarantine_reason else "loaded",
+                spans=len(prepared.rows),
+                rejected=len(prepared.rejections),
+                reason=prepared.quarantine_reason,
+            ),
+        )
+
+
+class _MissingPartitions(Exception):  # noqa: N818 - a signal to create them and start over
+    def __init__(self, days: set[str]) -> None:
+        super().__init__(", ".join(sorted(days)))
+        self.days = days
+
+
+def _missing_days(conn: Conn, days: set[str]) -> set[str]:
+    return {
+        day
+        for day in days
+        if conn.execute(
+            "select to_regclass(%s)", [f"raw.otel_spans_p{day.replace('-', '')}"]
+        ).fetchone()
+        == (None,)
+    }
+
+
+def stream_object(
+    conn: Conn,
+    s3: Any,
+    obj: S3Object,
+    settings: NormalizeSettings,
+    options: _Options,
+    partitions: set[str],
+) -> ObjectResult:
+    """Load one big object in one transaction without holding it in memory.
+
+    The body is downloaded, decompressed, decoded (JSON Lines, a line at a
+    time), normalised, validated and COPYed in chunks of about
+    ``options.batch_rows`` spans, all inside the object's transaction: a kill
+    leaves nothing of it. A decode error at any line rolls the chunks back and
+    quarantines the object. An object that is not JSON Lines (one big or
+    pretty-printed document, protobuf, YAML) is loaded whole instead. Day
+    partitions cannot be created inside the transaction without blocking
+    every other loader, so when a chunk needs a new one the rest of the object
+    is read only to find every missing day, the transaction is rolled back, the
+    partitions are made, and the object starts again.
+    """
+    for _ in range(3):
+        try:
+            return _stream_once(conn, s3, obj, settings, options, partitions)
+        except _MissingPartitions as missing:
+            log.info(
+                "s3://%s/%s has spans on days without a partition (%s): "
+                "creating them and streaming the object again",
                 obj.bucket,
                 obj.key,
-                prepared.etag,
-                obj.size,
-                obj.last_modified,
-                obj.partition_time,
-                status,
-                prepared.quarantine_reason,
-                len(prepared.rows),
-                len(prepared.rejections),
-            ],
+                missing,
+            )
+            ensure_partitions(conn, (date.fromisoformat(day) for day in missing.days))
+            partitions |= missing.days
+        except NotJsonLines:
+            break
+    data, etag = fetch(s3, obj)
+    prepared = prepare(obj, data, etag, settings, options.max_decompressed)
+    del data
+    if options.validator is not None:
+        apply_validator([prepared], options.validator)
+    days = {row["start_time"][:10] for row in prepared.rows} - partitions
+    if days:
+        ensure_partitions(conn, (date.fromisoformat(day) for day in days))
+        partitions |= days
+    return commit_object(conn, prepared)
+
+
+def _stream_once(
+    conn: Conn,
+    s3: Any,
+    obj: S3Object,
+    settings: NormalizeSettings,
+    options: _Options,
+    partitions: set[str],
+) -> ObjectResult:
+    if obj.key.removesuffix(".gz").removesuffix(".zst").endswith((".binpb", ".yaml", ".yml")):
+        raise NotJsonLines(obj.key)
+    try:
+        response = s3.get_object(Bucket=obj.bucket, Key=obj.key)
+        etag = str(response["ETag"]).strip('"')
+        body = response["Body"]
+    except Exception as exc:  # botocore raises many types; all are infrastructure here
+        raise InfrastructureError(f"s3://{obj.bucket}/{obj.key}: download failed: {exc}") from exc
+
+    def download() -> Iterator[bytes]:
+        try:
+            yield from body.iter_chunks(1 << 20)
+        except Exception as exc:
+            raise InfrastructureError(
+                f"s3://{obj.bucket}/{obj.key}: download failed: {exc}"
+            ) from exc
+
+    normalizer = Normalizer(settings)
+    absent: set[str] = set()  # days with no partition yet
+    spans = rejected = 0
+    reason: str | None = None
+    with conn.transaction():
+        if not _claim(conn, obj, etag):
+            body.close()
+            return ObjectResult(key=obj.key, status="skipped")
+        try:
+            with conn.transaction():  # a savepoint: a bad line rolls back every chunk
+                chunk: list[ExportRequest] = []
+                chunk_spans = 0
+                requests = json_lines(
+                    decompress_stream(download(), where=obj.key, limit=options.max_decompressed),
+                    where=obj.key,
+                )
+                for request in itertools.chain(requests, [None]):
+                    if request is not None:
+                        chunk.append(request)
+                        chunk_spans += sum(
+                            len(scope.spans)
+                            for resource in request.resource_spans
+                            for scope in resource.scope_spans
+                        )
+                        if chunk_spans < options.batch_rows:
+                            continue
+                    with gc_paused():
+                        normalized = normalizer.normalize(chunk)
+                    part = PreparedObject(
+                        obj=obj, etag=etag, rows=normalized.rows, rejections=normalized.rejections
+                    )
+                    chunk, chunk_spans = [], 0
+                    days = {row["start_time"][:10] for row in part.rows} - partitions
+                    if days and (missing := _missing_days(conn, days)):
+                        absent |= missing  # read on to find them all, then start over once
+                    partitions |= days - absent
+                    if absent:
+                        continue  # before the gate records anything or a row is written
+                    if options.validator is not None:
+                        apply_validator([part], options.validator)
+                    with gc_paused():
+                        _write(conn, obj, part)
+                    spans += len(part.rows)
+                    rejected += len(part.rejections)
+                if absent:
+                    raise _MissingPartitions(absent)
+        except BadExport as exc:
+            reason, spans, rejected = str(exc), 0, 0
+        return _record(
+            conn,
+            obj,
+            etag,
+            ObjectResult(
+                key=obj.key,
+                status="quarantined" if reason else "loaded",
+                spans=spans,
+                rejected=rejected,
+                reason=reason,
+            ),
         )
-    if status == "quarantined":
-        log.warning("quarantined s3://%s/%s: %s", obj.bucket, obj.key, prepared.quarantine_reason)
-    return ObjectResult(
-        key=obj.key,
-        status=status,
-        spans=len(prepared.rows),
-        rejected=len(prepared.rejections),
-        reason=prepared.quarantine_reason,
-    )
 
 
 def already_loaded(conn: Conn, objects: Sequence[S3Object]) -> set[tuple[str, str]]:
@@ -371,7 +552,7 @@ def _prepare_all(
     objects: Sequence[S3Object],
     settings: NormalizeSettings,
     options: _Options,
-    out: queue.Queue[PreparedObject | BaseException | None],
+    out: queue.Queue[PreparedObject | S3Object | BaseException | None],
     stop: threading.Event,
 ) -> None:
     """Producer: fetch, decode, normalise, validate and encode the objects, in order.
@@ -398,6 +579,11 @@ def _prepare_all(
         for obj in objects:
             if stop.is_set():
                 return
+            if obj.size >= options.stream_bytes:
+                hand_over()
+                rows = 0
+                _put(out, obj, stop)  # big: the committing thread streams it
+                continue
             data, etag = fetch(s3, obj)
             with gc_paused():
                 prepared = prepare(obj, data, etag, settings, options.max_decompressed)
@@ -418,8 +604,8 @@ def _prepare_all(
 
 
 def _put(
-    out: queue.Queue[PreparedObject | BaseException | None],
-    item: PreparedObject | BaseException | None,
+    out: queue.Queue[PreparedObject | S3Object | BaseException | None],
+    item: PreparedObject | S3Object | BaseException | None,
     stop: threading.Event,
 ) -> None:
     while not stop.is_set():
@@ -440,6 +626,7 @@ def load_objects(
     validator: Validator | None = None,
     batch_size: int = 200,
     batch_rows: int = 20_000,
+    stream_bytes: int = 8 << 20,
 ) -> LoadReport:
     """Fetch, decode, validate and commit each object; returns what happened to each.
 
@@ -448,8 +635,13 @@ def load_objects(
     parses one object's COPY while Python prepares the next. The validator sees
     batches of at most ``batch_size`` objects or about ``batch_rows`` spans; at
     most one batch and ``_AHEAD`` prepared objects are held, so memory stays
-    bounded however much a run has to load.
+    bounded however much a run has to load. An object of ``stream_bytes`` or
+    more (its size in S3) is streamed instead: see :func:`stream_object`.
     """
+    if not conn.autocommit:
+        # Statements outside a transaction block would open one that every object's
+        # transaction then nests in as a savepoint: nothing would commit until the end.
+        raise ValueError("load_objects needs an autocommit connection: each object commits alone")
     done = already_loaded(conn, objects)
     results: list[ObjectResult] = [
         ObjectResult(key=obj.key, status="skipped")
@@ -457,8 +649,10 @@ def load_objects(
         if (obj.key, obj.etag) in done
     ]
     todo = [obj for obj in objects if (obj.key, obj.etag) not in done]
-    options = _Options(max_decompressed, validator, batch_size, batch_rows)
-    prepared_objects: queue.Queue[PreparedObject | BaseException | None] = queue.Queue(_AHEAD)
+    options = _Options(max_decompressed, validator, batch_size, batch_rows, stream_bytes)
+    prepared_objects: queue.Queue[PreparedObject | S3Object | BaseException | None] = queue.Queue(
+        _AHEAD
+    )
     stop = threading.Event()
     producer = threading.Thread(
         target=_prepare_all,
@@ -472,6 +666,9 @@ def load_objects(
         while (item := prepared_objects.get()) is not None:
             if isinstance(item, BaseException):
                 raise item
+            if isinstance(item, S3Object):
+                results.append(stream_object(conn, s3, item, settings, options, partitions))
+                continue
             days = {row["start_time"][:10] for row in item.rows} - partitions
             if days:
                 ensure_partitions(conn, (date.fromisoformat(day) for day in days))

@@ -20,7 +20,7 @@ import binascii
 import gzip
 import io
 import zlib
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from typing import Any
 
 import msgspec
@@ -169,6 +169,97 @@ def decompress(data: bytes, *, where: str, limit: int = DEFAULT_MAX_DECOMPRESSED
     return data
 
 
+def decompress_stream(
+    chunks: Iterable[bytes], *, where: str, limit: int = DEFAULT_MAX_DECOMPRESSED
+) -> Iterator[bytes]:
+    """Like :func:`decompress`, chunk by chunk, so a big object never sits whole in memory.
+
+    gzip members and zstd frames may follow one another (both tools append
+    that way); the expansion limit applies to the whole object.
+    """
+    stream = iter(chunks)
+    first = b""
+    for chunk in stream:
+        first += chunk
+        if len(first) >= 4:
+            break
+    if first.startswith(GZIP_MAGIC):
+        yield from _inflate(first, stream, where=where, limit=limit)
+    elif first.startswith(ZSTD_MAGIC):
+        yield from _unzstd(first, stream, where=where, limit=limit)
+    else:
+        if first:
+            yield first
+        yield from stream
+
+
+def _inflate(first: bytes, rest: Iterator[bytes], *, where: str, limit: int) -> Iterator[bytes]:
+    inflater = zlib.decompressobj(wbits=31)
+    started = False  # the current member has had input, so it must reach its end
+    total = 0
+    pending = first
+    try:
+        while True:
+            while pending:
+                started = True
+                out = inflater.decompress(pending, 1 << 20)
+                pending = inflater.unconsumed_tail
+                if inflater.eof:  # the next gzip member, if any, starts in unused_data
+                    pending = (inflater.unused_data + pending).lstrip(b"\0")  # padding
+                    inflater = zlib.decompressobj(wbits=31)
+                    started = False
+                total += len(out)
+                if total > limit:
+                    raise BadExport(
+                        f"{where}: gzip expands past {limit} bytes (possible gzip bomb)"
+                    )
+                if out:
+                    yield out
+            chunk = next(rest, None)
+            if chunk is None:
+                break
+            pending = chunk
+    except zlib.error as exc:
+        raise BadExport(f"{where}: corrupt gzip data: {exc}") from exc
+    if started:
+        raise BadExport(f"{where}: corrupt gzip data: the stream ends before the data does")
+
+
+def _unzstd(first: bytes, rest: Iterator[bytes], *, where: str, limit: int) -> Iterator[bytes]:
+    import zstandard
+
+    class _Source:
+        def __init__(self) -> None:
+            self.buffer = first
+
+        def read(self, size: int = -1) -> bytes:
+            while len(self.buffer) < max(size, 1):
+                chunk = next(rest, None)
+                if chunk is None:
+                    break
+                self.buffer += chunk
+            if size < 0:
+                size = len(self.buffer)
+            out, self.buffer = self.buffer[:size], self.buffer[size:]
+            return out
+
+    reader = zstandard.ZstdDecompressor().stream_reader(
+        _Source(),  # type: ignore[arg-type]  # any object with read() will do
+        read_across_frames=True,
+    )
+    total = 0
+    try:
+        while chunk := reader.read(1 << 20):
+            total += len(chunk)
+            if total > limit:
+                raise BadExport(
+                    f"{where}: zstd expands past the {limit}-byte limit (possible bomb)"
+                )
+            yield chunk
+    except zstandard.ZstdError as exc:
+        raise BadExport(f"{where}: corrupt zstd data: {exc}") from exc
+
+
 # --- documents ---------------------------------------------------------------------------
 
 
@@ -220,6 +311,50 @@ def _scan_concatenated(text: bytes) -> Iterator[tuple[int, bytes]]:
                 yield start_line, text[start : index + 1]
     if depth != 0 or in_string:
         yield start_line, text[start:]  # truncated tail: the decoder reports where
+
+
+class NotJsonLines(Exception):  # noqa: N818 - a signal, not an error to report
+    """The stream's first document does not fit on its line: not JSON Lines."""
+
+
+def json_lines(chunks: Iterable[bytes], *, where: str) -> Iterator[ExportRequest]:
+    """Each request of a JSON Lines stream (one export per line), decoded line by line.
+
+    Raises NotJsonLines when the first document is not complete on its line
+    (pretty-printed JSON: the caller decodes the object whole instead), and
+    BadExport naming the line for a later line that is not a trace export.
+    """
+    number = 0
+    first = True
+    parts: list[bytes] = []
+
+    def decode(line: bytes) -> ExportRequest:
+        try:
+            return _DECODER.decode(line)
+        except msgspec.ValidationError as exc:
+            raise BadExport(
+                f"{where}: document at line {number} is not a trace export: {exc}"
+            ) from exc
+        except msgspec.DecodeError as exc:
+            if first:
+                raise NotJsonLines(where) from exc
+            raise BadExport(f"{where}: invalid JSON in document at line {number}: {exc}") from exc
+
+    for chunk in chunks:
+        parts.append(chunk)
+        if b"\n" not in chunk:
+            continue  # a long line: joined once, when its end arrives
+        lines = b"".join(parts).split(b"\n")
+        parts = [lines.pop()]
+        for line in lines:
+            number += 1
+            if line.strip():
+                yield decode(line)
+                first = False
+    number += 1
+    tail = b"".join(parts)
+    if tail.strip():
+        yield decode(tail)
 
 
 # --- values ----------------------------------------------------------------------------

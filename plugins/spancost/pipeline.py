@@ -47,7 +47,7 @@ def ingest_spans(
         if settings.validate
         else None
     )
-    with db.connect(url) as conn:
+    with db.connect(url, autocommit=True) as conn:  # each object commits on its own
         db.apply_schema(conn)
         return load_objects(
             conn,
@@ -60,6 +60,7 @@ def ingest_spans(
             ),
             max_decompressed=settings.max_decompressed_bytes,
             validator=validator,
+            stream_bytes=settings.stream_object_bytes,
         )
 
 

@@ -39,6 +39,7 @@ class Settings:
     content_keys: tuple[str, ...] = DEFAULT_CONTENT_KEYS
     max_attribute_bytes: int = 64 * 1024
     max_decompressed_bytes: int = 1 << 30
+    stream_object_bytes: int = 8 << 20
     validate: bool = True
 
 
@@ -84,5 +85,6 @@ def from_env(env: Mapping[str, str] | None = None) -> Settings:
         content_keys=DEFAULT_CONTENT_KEYS + extra_content,
         max_attribute_bytes=_int(env, "SPANCOST_MAX_ATTRIBUTE_BYTES", 64 * 1024),
         max_decompressed_bytes=_int(env, "SPANCOST_MAX_DECOMPRESSED_BYTES", 1 << 30),
+        stream_object_bytes=_int(env, "SPANCOST_STREAM_OBJECT_BYTES", 8 << 20),
         validate=env.get("SPANCOST_VALIDATE", "1") not in ("0", "false", "no"),
     )

@@ -37,7 +37,7 @@ def upload(s3, objects: int, spans_per_object: int, seed: int) -> int:
     return objects * spans_per_object
 
 
-def loader(db_url: str, aws_endpoint: str) -> subprocess.Popen[bytes]:
+def loader(db_url: str, aws_endpoint: str, **extra: str) -> subprocess.Popen[bytes]:
     env = {
         **os.environ,
         "SPANCOST_DATABASE_URL": db_url,
@@ -46,6 +46,7 @@ def loader(db_url: str, aws_endpoint: str) -> subprocess.Popen[bytes]:
         "SPANCOST_USER_ID_SALT": "kill-test",
         "SPANCOST_VALIDATE": "0",
         "AWS_ENDPOINT_URL": aws_endpoint,
+        **extra,
     }
     return subprocess.Popen(
         [sys.executable, "-m", "spancost.cli", "ingest-spans", "--start", START, "--end", END],
@@ -136,3 +137,50 @@ def test_kill_at_any_moment_leaves_whole_objects_only(
     assert rerun.wait(timeout=300) == 0, rerun.stderr.read() if rerun.stderr else ""
     assert_exact(db_url, expected)
     assert_only_whole_objects(db_url)
+
+
+def test_kill_while_a_big_object_streams_its_second_chunk_commits_none_of_it(
+    s3, db_url: str, aws_endpoint: str
+) -> None:
+    """A streamed object COPYs chunk after chunk in one transaction: killed after its
+    first chunk went in, none of it is committed, and a rerun loads it exactly once."""
+    import gzip
+    import json
+
+    rng = random.Random(9)
+    lines = []
+    for _ in range(30):
+        spans = [llm_span(rng, T0, extra={"pad": "x" * 200}) for _ in range(2_000)]
+        request = {"resourceSpans": [{"scopeSpans": [{"spans": spans}]}]}
+        lines.append(json.dumps(request).encode())
+    s3.put_object(
+        Bucket="spans",
+        Key=key("otel", T0, 100000000).replace(".json.gz", ".jsonl.gz"),
+        Body=gzip.compress(b"\n".join(lines)),
+    )
+    prepare_schema(db_url)
+    proc = loader(db_url, aws_endpoint, SPANCOST_STREAM_OBJECT_BYTES="0")
+    highest = 0
+    second_chunk = False
+    with psycopg.connect(db_url, autocommit=True) as watcher:
+        deadline = time.monotonic() + 180
+        while time.monotonic() < deadline and proc.poll() is None:
+            row = watcher.execute(
+                "select tuples_processed from pg_stat_progress_copy"
+                " where datname = current_database()"
+            ).fetchone()
+            processed = int(row[0]) if row else 0
+            if 0 < processed < highest:  # a new COPY began: the first chunk is in
+                second_chunk = True
+                proc.send_signal(signal.SIGKILL)
+                break
+            highest = max(highest, processed)
+            time.sleep(0.01)
+    proc.wait(timeout=30)
+    assert second_chunk, "the loader finished before its second chunk could be caught"
+    assert proc.returncode == -signal.SIGKILL
+    assert assert_only_whole_objects(db_url) == 0
+
+    rerun = loader(db_url, aws_endpoint, SPANCOST_STREAM_OBJECT_BYTES="0")
+    assert rerun.wait(timeout=300) == 0, rerun.stderr.read() if rerun.stderr else ""
+    assert_exact(db_url, 60_000)

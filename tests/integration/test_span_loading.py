@@ -221,7 +221,7 @@ def test_small_batches_load_the_same_rows(s3, db_url: str) -> None:
     for minute in range(5):
         put(s3, minute, 100000200 + minute, [llm_span(rng, T0) for _ in range(5)])
     objects = list_objects(s3, SETTINGS.spans, T0, T0 + timedelta(minutes=15))
-    with db.connect(db_url) as conn:
+    with db.connect(db_url, autocommit=True) as conn:
         db.apply_schema(conn)
         report = load_objects(conn, s3, objects, NormalizeSettings(user_id_salt="s"), batch_rows=7)
     assert report.count("loaded") == 5 and report.spans == 25
@@ -234,3 +234,37 @@ def test_a_missing_bucket_is_an_infrastructure_error_naming_it(s3, db_url: str) 
     settings = Settings(spans=SpanSource(bucket="no-such-bucket"), user_id_salt="s", validate=False)
     with pytest.raises(InfrastructureError, match="s3://no-such-bucket/.*listing failed"):
         ingest(s3, db_url, settings)
+
+
+def test_each_object_commits_alone_so_a_later_failure_keeps_the_earlier_ones(
+    s3, db_url: str
+) -> None:
+    """An object deleted between the listing and its download (an S3 lifecycle rule,
+    say) fails the run with an infrastructure error naming it; the objects before it
+    are already committed, each in its own transaction, and stay loaded."""
+    from spancost import db
+    from spancost.errors import InfrastructureError
+    from spancost.loader import load_objects
+    from spancost.normalize import NormalizeSettings
+    from spancost.s3layout import list_objects
+
+    rng = random.Random(12)
+    for minute in range(3):
+        put(s3, minute, 100000300 + minute, [llm_span(rng, T0) for _ in range(4)])
+    objects = list_objects(s3, SETTINGS.spans, T0, T0 + timedelta(minutes=15))
+    s3.delete_object(Bucket="spans", Key=objects[2].key)
+    with db.connect(db_url, autocommit=True) as conn:
+        db.apply_schema(conn)
+        with pytest.raises(InfrastructureError, match=objects[2].key):
+            load_objects(conn, s3, objects, NormalizeSettings(user_id_salt="s"))
+    assert scalar(db_url, "select count(*) from raw.s3_objects") == 2
+    assert scalar(db_url, "select count(*) from raw.otel_spans") == 8
+
+
+def test_the_loader_refuses_a_connection_that_would_nest_every_object(s3, db_url: str) -> None:
+    from spancost import db
+    from spancost.loader import load_objects
+    from spancost.normalize import NormalizeSettings
+
+    with db.connect(db_url) as conn, pytest.raises(ValueError, match="autocommit"):
+        load_objects(conn, s3, [], NormalizeSettings(user_id_salt="s"))
