@@ -66,15 +66,49 @@ def drop_database(server_url: str, url: str) -> None:
         conn.execute(f'drop database if exists "{urlsplit(url).path[1:]}" with (force)')
 
 
+def _tree_rss(root: int) -> int:
+    """Resident bytes of a process and all its descendants, from /proc."""
+    parents: dict[int, int] = {}
+    rss: dict[int, int] = {}
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            with open(f"/proc/{entry}/stat") as stat:
+                fields = stat.read().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        parents[int(entry)] = int(fields[1])
+        rss[int(entry)] = int(fields[21]) * os.sysconf("SC_PAGE_SIZE")
+    tree = {root}
+    grew = True
+    while grew:
+        grew = False
+        for pid, parent in parents.items():
+            if parent in tree and pid not in tree:
+                tree.add(pid)
+                grew = True
+    return sum(rss.get(pid, 0) for pid in tree)
+
+
 def timed_child(args: list[str], env: dict[str, str]) -> tuple[float, int]:
-    """Wall seconds and peak RSS (bytes) of a child process."""
-    started = time.perf_counter()
-    proc = subprocess.Popen(args, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
-    _, status, usage = os.wait4(proc.pid, 0)
-    elapsed = time.perf_counter() - started
-    if status != 0:
-        raise RuntimeError(f"{args} failed: {proc.stderr.read().decode() if proc.stderr else ''}")
-    return elapsed, usage.ru_maxrss * 1024
+    """Wall seconds and peak resident memory (bytes) of a child process and its workers.
+
+    The memory is sampled every 0.1 s over the whole process tree, so worker
+    processes count with the loader.
+    """
+    with tempfile.TemporaryFile() as errors:
+        started = time.perf_counter()
+        proc = subprocess.Popen(args, env=env, stdout=subprocess.DEVNULL, stderr=errors)
+        peak = 0
+        while proc.poll() is None:
+            peak = max(peak, _tree_rss(proc.pid))
+            time.sleep(0.1)
+        elapsed = time.perf_counter() - started
+        if proc.returncode != 0:
+            errors.seek(0)
+            raise RuntimeError(f"{args} failed: {errors.read().decode(errors='replace')}")
+    return elapsed, peak
 
 
 def spancost_end_to_end(
@@ -475,7 +509,8 @@ def write_results(
         "script does. They are not like-for-like with spancost; they bound what the simple "
         "route costs.",
         "",
-        f"Peak memory of the spancost loader process: {peak_rss / 2**20:,.0f} MiB "
+        f"Peak memory of the spancost loader and its worker processes together (sampled "
+        f"every 0.1 s): {peak_rss / 2**20:,.0f} MiB "
         f"for {raw_bytes / 2**30:.2f} GiB of JSON in {objects} objects, and "
         f"{one_rss / 2**20:,.0f} MiB for the same {raw_bytes / 2**30:.2f} GiB as one object.",
         "",

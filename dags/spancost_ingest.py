@@ -12,6 +12,11 @@ Every 15 minutes, loads the OpenTelemetry trace exports that the Collector's
   row in the manifest `raw.s3_objects`. Retries, overlapping runs and backfills
   skip what is already loaded; an object re-uploaded with a new etag replaces
   its rows.
+* **Speed and memory:** `SPANCOST_LOAD_WORKERS` processes (default: the CPU
+  count) decode and encode while the task commits; objects of
+  `SPANCOST_STREAM_OBJECT_BYTES` (8 MiB) or more are streamed in chunks inside
+  their one transaction, so a 1 GB JSON Lines file never sits in memory.
+  Figures: `bench/RESULTS.md`.
 * **Bad input:** an object that cannot be decoded is *quarantined* (manifest
   status and reason); a span that breaks a rule, or fails the Great
   Expectations suite `expectations/otel_spans.json`, goes to

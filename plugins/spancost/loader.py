@@ -15,9 +15,13 @@ import gc
 import itertools
 import json
 import logging
+import multiprocessing
+import os
 import queue
 import threading
+import time
 from collections.abc import Callable, Iterable, Iterator, Sequence
+from concurrent.futures import Future, ProcessPoolExecutor
 from dataclasses import dataclass, field
 from datetime import date, timedelta
 from typing import Any
@@ -43,16 +47,14 @@ Conn = psycopg.Connection[Any]
 COLUMNS: tuple[str, ...] = ("source_bucket", "source_key", *ROW_COLUMNS)
 _COPY_SQL = f"copy raw.otel_spans ({', '.join(COLUMNS)}) from stdin"
 
+
 # A validator gets the rows of a batch and returns {row index: reason} for the rows it rejects.
-# Prepared objects waiting for their commit: the producer runs at most this far ahead.
-_AHEAD = 4
-
-
 @dataclass(frozen=True)
 class _Options:
     max_decompressed: int
     validator: Validator | None
     batch_size: int
+    batch_bytes: int
     batch_rows: int
     stream_bytes: int
 
@@ -68,6 +70,21 @@ class PreparedObject:
     rejections: list[Rejection] = field(default_factory=list)
     quarantine_reason: str | None = None
     copy_text: str | None = None  # the rows as COPY text, made ahead of the commit
+    spans: int = 0  # rows sealed into copy_text
+    days: set[str] = field(default_factory=set)  # UTC days (YYYY-MM-DD) the rows start on
+
+    def seal(self) -> None:
+        """Encode the rows as COPY text and keep only what the commit needs.
+
+        After this the object is cheap to hand from a worker process to the
+        committing one: one string instead of thousands of row dicts.
+        """
+        self.spans = len(self.rows)
+        self.days = {row["start_time"][:10] for row in self.rows}
+        self.copy_text = (
+            encode_rows(self.obj.bucket, self.obj.key, self.rows) if self.rows else None
+        )
+        self.rows = []
 
 
 @dataclass(frozen=True)
@@ -155,7 +172,6 @@ def apply_validator(batch: Sequence[PreparedObject], validator: Validator) -> No
         return
     for prepared in batch:
         prepared.rows = []
-        prepared.copy_text = None
     for index, (prepared, row) in enumerate(flat):
         failure = failures.get(index)
         if failure is None:
@@ -301,10 +317,10 @@ def _claim(conn: Conn, obj: S3Object, etag: str) -> bool:
 
 
 def _write(conn: Conn, obj: S3Object, prepared: PreparedObject) -> None:
-    """COPY the prepared rows and insert the rejected ones."""
-    if prepared.rows:
+    """COPY the sealed object's rows and insert its rejected ones."""
+    if prepared.copy_text:
         with conn.cursor().copy(_COPY_SQL) as copy:
-            copy.write(prepared.copy_text or encode_rows(obj.bucket, obj.key, prepared.rows))
+            copy.write(prepared.copy_text)
     if prepared.rejections:
         conn.cursor().executemany(
             "insert into ops.rejected_spans "
@@ -364,7 +380,7 @@ def _record(conn: Conn, obj: S3Object, etag: str, result: ObjectResult) -> Objec
 
 
 def commit_object(conn: Conn, prepared: PreparedObject) -> ObjectResult:
-    """Land one prepared object in one transaction; skip it if this etag is already in."""
+    """Land one sealed object in one transaction; skip it if this etag is already in."""
     obj = prepared.obj
     with conn.transaction():
         if not _claim(conn, obj, prepared.etag):
@@ -377,7 +393,7 @@ def commit_object(conn: Conn, prepared: PreparedObject) -> ObjectResult:
             ObjectResult(
                 key=obj.key,
                 status="quarantined" if prepared.quarantine_reason else "loaded",
-                spans=len(prepared.rows),
+                spans=prepared.spans,
                 rejected=len(prepared.rejections),
                 reason=prepared.quarantine_reason,
             ),
@@ -442,7 +458,8 @@ def stream_object(
     del data
     if options.validator is not None:
         apply_validator([prepared], options.validator)
-    days = {row["start_time"][:10] for row in prepared.rows} - partitions
+    prepared.seal()
+    days = prepared.days - partitions
     if days:
         ensure_partitions(conn, (date.fromisoformat(day) for day in days))
         partitions |= days
@@ -515,8 +532,9 @@ def _stream_once(
                     if options.validator is not None:
                         apply_validator([part], options.validator)
                     with gc_paused():
+                        part.seal()
                         _write(conn, obj, part)
-                    spans += len(part.rows)
+                    spans += part.spans
                     rejected += len(part.rejections)
                 if absent:
                     raise _MissingPartitions(absent)
@@ -547,67 +565,100 @@ def already_loaded(conn: Conn, objects: Sequence[S3Object]) -> set[tuple[str, st
     return {(str(key), str(etag)) for key, etag in rows}
 
 
-def _prepare_all(
+def prepare_batch(
+    items: Sequence[tuple[S3Object, bytes, str]],
+    settings: NormalizeSettings,
+    max_decompressed: int,
+    validator: Validator | None,
+) -> list[PreparedObject]:
+    """Decode, normalise, validate and seal a batch of downloaded objects.
+
+    Runs in a worker process (or in the feeding thread when there are no
+    workers); the validator sees the whole batch at once.
+    """
+    with gc_paused():
+        batch = [prepare(obj, data, etag, settings, max_decompressed) for obj, data, etag in items]
+    if validator is not None:
+        apply_validator(batch, validator)
+    with gc_paused():
+        for prepared in batch:
+            prepared.seal()
+    return batch
+
+
+def _watch_parent(parent: int) -> None:
+    """Worker initializer: exit when the loading process dies (even by SIGKILL)."""
+
+    def watch() -> None:
+        while os.getppid() == parent:
+            time.sleep(0.5)
+        os._exit(1)
+
+    threading.Thread(target=watch, name="spancost-parent-watch", daemon=True).start()
+
+
+_Item = Future[list[PreparedObject]] | S3Object | BaseException | None
+
+
+def _feed(
     s3: Any,
     objects: Sequence[S3Object],
     settings: NormalizeSettings,
     options: _Options,
-    out: queue.Queue[PreparedObject | S3Object | BaseException | None],
+    pool: ProcessPoolExecutor | None,
+    out: queue.Queue[_Item],
     stop: threading.Event,
 ) -> None:
-    """Producer: fetch, decode, normalise, validate and encode the objects, in order.
+    """Download the objects in order and hand them to the workers in batches.
 
-    Objects are validated in batches (the validator sees a batch at once) and
-    handed over one by one; ends with None, or with the exception that stopped it.
+    Puts, in order: a future of each batch's sealed objects, each big object
+    (which the committing thread streams itself), then None, or the exception
+    that stopped it. The queue's bound keeps at most a few batches in flight.
     """
-    batch: list[PreparedObject] = []
-    rows = 0
+    items: list[tuple[S3Object, bytes, str]] = []
+    size = 0
 
-    def hand_over() -> None:
-        if options.validator is not None:
-            apply_validator(batch, options.validator)
-        for prepared in batch:
-            if prepared.rows and prepared.copy_text is None:
-                with gc_paused():
-                    prepared.copy_text = encode_rows(
-                        prepared.obj.bucket, prepared.obj.key, prepared.rows
-                    )
-            _put(out, prepared, stop)
-        batch.clear()
+    def submit() -> None:
+        nonlocal size
+        if not items:
+            return
+        args = (list(items), settings, options.max_decompressed, options.validator)
+        items.clear()
+        size = 0
+        if pool is not None:
+            _put(out, pool.submit(prepare_batch, *args), stop)
+            return
+        done: Future[list[PreparedObject]] = Future()
+        try:
+            done.set_result(prepare_batch(*args))
+        except Exception as exc:
+            done.set_exception(exc)
+        _put(out, done, stop)
 
     try:
         for obj in objects:
             if stop.is_set():
                 return
             if obj.size >= options.stream_bytes:
-                hand_over()
-                rows = 0
-                _put(out, obj, stop)  # big: the committing thread streams it
+                submit()
+                _put(out, obj, stop)
                 continue
-            data, etag = fetch(s3, obj)
-            with gc_paused():
-                prepared = prepare(obj, data, etag, settings, options.max_decompressed)
-            del data
-            batch.append(prepared)
-            rows += len(prepared.rows)
-            if (
-                options.validator is None
-                or rows >= options.batch_rows
-                or len(batch) >= options.batch_size
-            ):
-                hand_over()
-                rows = 0
-        hand_over()
+            try:
+                data, etag = fetch(s3, obj)
+            except InfrastructureError:
+                submit()  # what was downloaded before the failure still loads
+                raise
+            items.append((obj, data, etag))
+            size += len(data)
+            if size >= options.batch_bytes or len(items) >= options.batch_size:
+                submit()
+        submit()
         _put(out, None, stop)
     except BaseException as exc:  # handed to the committing thread, which raises it
         _put(out, exc, stop)
 
 
-def _put(
-    out: queue.Queue[PreparedObject | S3Object | BaseException | None],
-    item: PreparedObject | S3Object | BaseException | None,
-    stop: threading.Event,
-) -> None:
+def _put(out: queue.Queue[_Item], item: _Item, stop: threading.Event) -> None:
     while not stop.is_set():
         try:
             out.put(item, timeout=0.5)
@@ -624,19 +675,23 @@ def load_objects(
     *,
     max_decompressed: int = 1 << 30,
     validator: Validator | None = None,
+    workers: int = 0,
     batch_size: int = 200,
+    batch_bytes: int = 2 << 20,
     batch_rows: int = 20_000,
     stream_bytes: int = 8 << 20,
 ) -> LoadReport:
     """Fetch, decode, validate and commit each object; returns what happened to each.
 
-    A producer thread downloads, decodes, normalises, validates and encodes the
-    next objects while this thread commits the previous ones, so Postgres
-    parses one object's COPY while Python prepares the next. The validator sees
-    batches of at most ``batch_size`` objects or about ``batch_rows`` spans; at
-    most one batch and ``_AHEAD`` prepared objects are held, so memory stays
-    bounded however much a run has to load. An object of ``stream_bytes`` or
-    more (its size in S3) is streamed instead: see :func:`stream_object`.
+    A feeding thread downloads the objects and hands them, in batches of up to
+    ``batch_size`` objects or ``batch_bytes`` downloaded bytes, to ``workers``
+    processes (or, with 0, prepares them itself) that decode, normalise,
+    validate and encode them. This thread commits the results in order, one
+    object per transaction, so Postgres parses one object's COPY while the
+    workers prepare the next. A few batches at most are in flight, so memory
+    stays bounded however much a run has to load. An object of
+    ``stream_bytes`` or more (its size in S3) is streamed instead, in chunks of
+    ``batch_rows`` spans: see :func:`stream_object`.
     """
     if not conn.autocommit:
         # Statements outside a transaction block would open one that every object's
@@ -649,34 +704,48 @@ def load_objects(
         if (obj.key, obj.etag) in done
     ]
     todo = [obj for obj in objects if (obj.key, obj.etag) not in done]
-    options = _Options(max_decompressed, validator, batch_size, batch_rows, stream_bytes)
-    prepared_objects: queue.Queue[PreparedObject | S3Object | BaseException | None] = queue.Queue(
-        _AHEAD
+    options = _Options(
+        max_decompressed, validator, batch_size, batch_bytes, batch_rows, stream_bytes
     )
+    pool = (
+        ProcessPoolExecutor(
+            workers,
+            mp_context=multiprocessing.get_context("spawn"),
+            initializer=_watch_parent,
+            initargs=(os.getpid(),),
+        )
+        if workers > 0 and any(obj.size < stream_bytes for obj in todo)
+        else None
+    )
+    batches: queue.Queue[_Item] = queue.Queue(max(workers, 1) + 1)
     stop = threading.Event()
-    producer = threading.Thread(
-        target=_prepare_all,
-        args=(s3, todo, settings, options, prepared_objects, stop),
-        name="spancost-prepare",
+    feeder = threading.Thread(
+        target=_feed,
+        args=(s3, todo, settings, options, pool, batches, stop),
+        name="spancost-feed",
         daemon=True,
     )
-    producer.start()
+    feeder.start()
     partitions: set[str] = set()
     try:
-        while (item := prepared_objects.get()) is not None:
+        while (item := batches.get()) is not None:
             if isinstance(item, BaseException):
                 raise item
             if isinstance(item, S3Object):
                 results.append(stream_object(conn, s3, item, settings, options, partitions))
                 continue
-            days = {row["start_time"][:10] for row in item.rows} - partitions
-            if days:
-                ensure_partitions(conn, (date.fromisoformat(day) for day in days))
-                partitions |= days
-            results.append(commit_object(conn, item))
+            for prepared in item.result():
+                days = prepared.days - partitions
+                if days:
+                    ensure_partitions(conn, (date.fromisoformat(day) for day in days))
+                    partitions |= days
+                with gc_paused():
+                    results.append(commit_object(conn, prepared))
     finally:
         stop.set()
-        producer.join()
+        feeder.join()
+        if pool is not None:
+            pool.shutdown(wait=True, cancel_futures=True)
     report = LoadReport(objects=tuple(results))
     log.info("span load: %s", report.summary())
     return report

@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 import os
 from collections.abc import Mapping
+from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
@@ -17,18 +18,29 @@ from spancost.settings import Settings
 log = logging.getLogger(__name__)
 
 
-def gx_validator(run_id: str, batch: str, url: str) -> Validator:
-    """A validator that runs the Great Expectations suite and records the outcome."""
+@dataclass(frozen=True)
+class GxValidator:
+    """Runs the Great Expectations suite on a batch and records the outcome.
 
-    def validate(rows: Any) -> dict[int, tuple[str, str, str]]:
+    A plain picklable object, so worker processes can run the gate themselves.
+    """
+
+    run_id: str
+    batch: str
+    url: str = field(repr=False)
+
+    def __call__(self, rows: Any) -> dict[int, tuple[str, str, str]]:
         from spancost import validation  # imports great_expectations: slow, so only here
 
         outcome = validation.validate_rows(rows, validation.default_suite_path())
-        with db.connect(url) as conn:
-            validation.record_outcome(conn, run_id=run_id, batch=batch, outcome=outcome)
+        with db.connect(self.url) as conn:
+            validation.record_outcome(conn, run_id=self.run_id, batch=self.batch, outcome=outcome)
         return outcome.reasons_by_row()
 
-    return validate
+
+def gx_validator(run_id: str, batch: str, url: str) -> Validator:
+    """A validator that runs the Great Expectations suite and records the outcome."""
+    return GxValidator(run_id, batch, url)
 
 
 def ingest_spans(
@@ -60,6 +72,7 @@ def ingest_spans(
             ),
             max_decompressed=settings.max_decompressed_bytes,
             validator=validator,
+            workers=settings.load_workers,
             stream_bytes=settings.stream_object_bytes,
         )
 

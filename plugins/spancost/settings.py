@@ -40,6 +40,7 @@ class Settings:
     max_attribute_bytes: int = 64 * 1024
     max_decompressed_bytes: int = 1 << 30
     stream_object_bytes: int = 8 << 20
+    load_workers: int = 0
     validate: bool = True
 
 
@@ -86,5 +87,6 @@ def from_env(env: Mapping[str, str] | None = None) -> Settings:
         max_attribute_bytes=_int(env, "SPANCOST_MAX_ATTRIBUTE_BYTES", 64 * 1024),
         max_decompressed_bytes=_int(env, "SPANCOST_MAX_DECOMPRESSED_BYTES", 1 << 30),
         stream_object_bytes=_int(env, "SPANCOST_STREAM_OBJECT_BYTES", 8 << 20),
+        load_workers=_int(env, "SPANCOST_LOAD_WORKERS", os.cpu_count() or 1),
         validate=env.get("SPANCOST_VALIDATE", "1") not in ("0", "false", "no"),
     )

@@ -121,17 +121,40 @@ def test_kill_during_copy_commits_nothing_and_a_rerun_loads_everything(
     assert_exact(db_url, expected)
 
 
+def children(pid: int) -> set[int]:
+    found = set()
+    for entry in os.listdir("/proc"):
+        if entry.isdigit():
+            try:
+                with open(f"/proc/{entry}/stat") as stat:
+                    fields = stat.read().rsplit(")", 1)[1].split()
+            except OSError:
+                continue
+            if int(fields[1]) == pid:
+                found.add(int(entry))
+    return found
+
+
+def alive(pids: set[int]) -> set[int]:
+    return {pid for pid in pids if os.path.exists(f"/proc/{pid}")}
+
+
 @pytest.mark.parametrize("delay", [0.3, 1.0, 2.0, 3.5])
 def test_kill_at_any_moment_leaves_whole_objects_only(
     s3, db_url: str, aws_endpoint: str, delay: float
 ) -> None:
     expected = upload(s3, objects=12, spans_per_object=2_000, seed=int(delay * 10))
     prepare_schema(db_url)
-    proc = loader(db_url, aws_endpoint)
+    proc = loader(db_url, aws_endpoint, SPANCOST_LOAD_WORKERS="2")
     time.sleep(delay)
+    workers = children(proc.pid)
     proc.send_signal(signal.SIGKILL)
     proc.wait(timeout=30)
     assert_only_whole_objects(db_url)
+    deadline = time.monotonic() + 10
+    while alive(workers) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert not alive(workers), "worker processes outlived the killed loader"
 
     rerun = loader(db_url, aws_endpoint)
     assert rerun.wait(timeout=300) == 0, rerun.stderr.read() if rerun.stderr else ""

@@ -268,3 +268,32 @@ def test_the_loader_refuses_a_connection_that_would_nest_every_object(s3, db_url
 
     with db.connect(db_url) as conn, pytest.raises(ValueError, match="autocommit"):
         load_objects(conn, s3, [], NormalizeSettings(user_id_salt="s"))
+
+
+def test_worker_processes_load_exactly_what_one_process_loads(s3, db_url: str) -> None:
+    """Objects prepared in two worker processes land as the same rows, each once."""
+    from spancost import db
+    from spancost.loader import load_objects
+    from spancost.normalize import NormalizeSettings
+    from spancost.s3layout import list_objects
+
+    rng = random.Random(13)
+    for minute in range(6):
+        put(s3, minute, 100000400 + minute, [llm_span(rng, T0) for _ in range(30)])
+    objects = list_objects(s3, SETTINGS.spans, T0, T0 + timedelta(minutes=15))
+    settings = NormalizeSettings(user_id_salt="s", now=T0 + timedelta(hours=1))
+    dumps = {}
+    for workers in (0, 2):
+        with db.connect(db_url, autocommit=True) as conn:
+            db.apply_schema(conn)
+            conn.execute("truncate raw.otel_spans, raw.s3_objects")
+            report = load_objects(conn, s3, objects, settings, workers=workers, batch_size=2)
+            assert report.count("loaded") == 6 and report.spans == 180
+            dumps[workers] = sorted(
+                row[0]
+                for row in conn.execute(
+                    "select (to_jsonb(s) - 'loaded_at')::text from raw.otel_spans as s"
+                ).fetchall()
+            )
+    assert len(dumps[2]) == 180 == len(set(dumps[2]))
+    assert dumps[2] == dumps[0]
