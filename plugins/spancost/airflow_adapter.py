@@ -9,12 +9,13 @@ import logging
 import os
 import uuid
 from dataclasses import replace
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
 from typing import Any
 from urllib.parse import quote
 
 from spancost import pipeline, settings, transform
 from spancost.errors import ConfigError
+from spancost.settings import utc_time
 
 log = logging.getLogger(__name__)
 
@@ -58,21 +59,19 @@ def aws_client(service: str, conn_id: str = AWS_CONN_ID, **kwargs: Any) -> Any:
     return AwsBaseHook(aws_conn_id=conn_id, client_type=service, **kwargs).get_conn()
 
 
-def _as_utc(value: Any) -> datetime | None:
-    """A plain ``datetime`` in UTC (Airflow hands out pendulum objects, whose arithmetic
-    with stdlib timezones can drop the offset)."""
-    if value in (None, ""):
-        return None
-    text = value if isinstance(value, str) else value.isoformat()
-    moment = datetime.fromisoformat(text)
-    return moment.replace(tzinfo=UTC) if moment.tzinfo is None else moment.astimezone(UTC)
+def _as_utc(value: Any, what: str) -> datetime | None:
+    return None if value in (None, "") else utc_time(value, what)
 
 
 def interval(context: dict[str, Any]) -> tuple[datetime, datetime]:
     """The run's data interval; params ``start``/``end`` override it for manual backfills."""
     params = context.get("params") or {}
-    start = _as_utc(params.get("start")) or _as_utc(context.get("data_interval_start"))
-    end = _as_utc(params.get("end")) or _as_utc(context.get("data_interval_end"))
+    start = _as_utc(params.get("start"), "param start") or _as_utc(
+        context.get("data_interval_start"), "data_interval_start"
+    )
+    end = _as_utc(params.get("end"), "param end") or _as_utc(
+        context.get("data_interval_end"), "data_interval_end"
+    )
     if start is None or end is None or end <= start:
         raise ConfigError(
             f"the run has no usable data interval ({start} to {end}): "
@@ -107,7 +106,7 @@ def dbt_build(context: dict[str, Any]) -> None:
     """``dbt build`` over the run's window (the incremental models honour start/end vars)."""
     params = context.get("params") or {}
     dbt_vars = {
-        name: _as_utc(params.get(name)).isoformat()  # type: ignore[union-attr]
+        name: _as_utc(params.get(name), f"param {name}").isoformat()  # type: ignore[union-attr]
         for name in ("start_time", "end_time")
         if params.get(name)
     }

@@ -21,14 +21,6 @@ DEMO_PREFIX = "otel/traces"
 DEMO_SALT = "spancost-demo-salt"
 
 
-def _parse_time(text: str) -> datetime:
-    try:
-        moment = datetime.fromisoformat(text)
-    except ValueError as exc:
-        raise ConfigError(f"not an ISO 8601 time: {text!r}") from exc
-    return moment.replace(tzinfo=UTC) if moment.tzinfo is None else moment.astimezone(UTC)
-
-
 def _s3() -> object:
     import boto3
 
@@ -96,7 +88,7 @@ def demo_settings() -> settings.Settings:
 def demo_window(day: str | None) -> tuple[datetime, datetime]:
     """The demo's day: the given date, or yesterday (UTC), so a rerun gives the same data."""
     if day:
-        start = _parse_time(day).replace(hour=0, minute=0, second=0, microsecond=0)
+        start = settings.utc_time(day, "--date").replace(hour=0, minute=0, second=0, microsecond=0)
     else:
         start = datetime.now(UTC).replace(hour=0, minute=0, second=0, microsecond=0) - timedelta(
             days=1
@@ -157,7 +149,7 @@ def cmd_ingest_spans(args: argparse.Namespace) -> int:
     from spancost import pipeline
 
     config = settings.from_env()
-    start, end = _parse_time(args.start), _parse_time(args.end)
+    start, end = settings.utc_time(args.start, "--start"), settings.utc_time(args.end, "--end")
     if end <= start:
         raise ConfigError(f"--end ({end.isoformat()}) must be after --start ({start.isoformat()})")
     loaded = pipeline.ingest_spans(
@@ -198,9 +190,9 @@ def cmd_snapshot_endpoints(args: argparse.Namespace) -> int:
 def cmd_transform(args: argparse.Namespace) -> int:
     dbt_vars = {}
     if args.start:
-        dbt_vars["start_time"] = _parse_time(args.start).isoformat()
+        dbt_vars["start_time"] = settings.utc_time(args.start, "--start").isoformat()
     if args.end:
-        dbt_vars["end_time"] = _parse_time(args.end).isoformat()
+        dbt_vars["end_time"] = settings.utc_time(args.end, "--end").isoformat()
     transform.build(db.database_url(), full_refresh=args.full_refresh, dbt_vars=dbt_vars)
     print("dbt build: ok")
     return 0

@@ -10,9 +10,9 @@ with status ``quarantined`` and the reason; the S3 object is never touched.
 
 from __future__ import annotations
 
+import collections
 import contextlib
 import gc
-import itertools
 import json
 import logging
 import multiprocessing
@@ -37,7 +37,7 @@ from spancost.normalize import (
     Rejection,
     normalize_object,
 )
-from spancost.otlp import ExportRequest, NotJsonLines, decompress_stream, json_lines
+from spancost.otlp import NotJsonLines, decode_line, decompress_stream, numbered_lines
 from spancost.s3layout import S3Object
 
 log = logging.getLogger(__name__)
@@ -55,8 +55,9 @@ class _Options:
     validator: Validator | None
     batch_size: int
     batch_bytes: int
-    batch_rows: int
     stream_bytes: int
+    stream_chunk_bytes: int
+    workers: int
 
 
 Validator = Callable[[Sequence[dict[str, Any]]], dict[int, tuple[str, str, str]]]
@@ -417,6 +418,43 @@ def _missing_days(conn: Conn, days: set[str]) -> set[str]:
     }
 
 
+def prepare_lines(
+    obj: S3Object,
+    etag: str,
+    lines: Sequence[tuple[int, bytes]],
+    settings: NormalizeSettings,
+    validator: Validator | None,
+) -> PreparedObject:
+    """Decode, normalise, validate and seal a chunk of a streamed object's JSON lines.
+
+    Runs in a worker process (or in the loading thread when there are no
+    workers); a line that is not a trace export raises BadExport naming it.
+    """
+    requests = [decode_line(line, number, obj.key) for number, line in lines]
+    with gc_paused():
+        normalized = Normalizer(settings).normalize(requests)
+    part = PreparedObject(
+        obj=obj, etag=etag, rows=normalized.rows, rejections=normalized.rejections
+    )
+    if validator is not None:
+        apply_validator([part], validator)
+    with gc_paused():
+        part.seal()
+    return part
+
+
+def _run(pool: ProcessPoolExecutor | None, task: Callable[..., Any], *args: Any) -> Future[Any]:
+    """``task(*args)`` in a worker process, or here when there is no pool."""
+    if pool is not None:
+        return pool.submit(task, *args)
+    done: Future[Any] = Future()
+    try:
+        done.set_result(task(*args))
+    except Exception as exc:
+        done.set_exception(exc)
+    return done
+
+
 def stream_object(
     conn: Conn,
     s3: Any,
@@ -424,23 +462,34 @@ def stream_object(
     settings: NormalizeSettings,
     options: _Options,
     partitions: set[str],
+    pool: ProcessPoolExecutor | None = None,
 ) -> ObjectResult:
     """Load one big object in one transaction without holding it in memory.
 
-    The body is downloaded, decompressed, decoded (JSON Lines, a line at a
-    time), normalised, validated and COPYed in chunks of about
-    ``options.batch_rows`` spans, all inside the object's transaction: a kill
-    leaves nothing of it. A decode error at any line rolls the chunks back and
-    quarantines the object. An object that is not JSON Lines (one big or
-    pretty-printed document, protobuf, YAML) is loaded whole instead. Day
-    partitions cannot be created inside the transaction without blocking
-    every other loader, so when a chunk needs a new one the rest of the object
-    is read only to find every missing day, the transaction is rolled back, the
-    partitions are made, and the object starts again.
+    The body is downloaded and decompressed here and cut into chunks of
+    ``options.stream_chunk_bytes`` of JSON lines, which the workers decode,
+    normalise, validate and encode; this thread COPYs the chunks in order, all
+    inside the object's transaction: a kill leaves nothing of it. A decode
+    error at any line rolls the chunks back and quarantines the object. An
+    object that is not JSON Lines (one big or pretty-printed document,
+    protobuf, YAML) is loaded whole instead.
+
+    Day partitions cannot be created inside the transaction without blocking
+    every other loader. The days around the object's upload are made before
+    it starts; when a chunk still needs a new one (spans older than a day),
+    the rest of the object is read only to find every missing day, the
+    transaction is rolled back, the partitions are made, and the object starts
+    again (its validation results are then recorded twice).
     """
+    around = {
+        (obj.partition_time + timedelta(days=offset)).date().isoformat() for offset in (-1, 0, 1)
+    }
+    if around - partitions:
+        ensure_partitions(conn, (date.fromisoformat(day) for day in around - partitions))
+        partitions |= around
     for _ in range(3):
         try:
-            return _stream_once(conn, s3, obj, settings, options, partitions)
+            return _stream_once(conn, s3, obj, settings, options, partitions, pool)
         except _MissingPartitions as missing:
             log.info(
                 "s3://%s/%s has spans on days without a partition (%s): "
@@ -454,11 +503,10 @@ def stream_object(
         except NotJsonLines:
             break
     data, etag = fetch(s3, obj)
-    prepared = prepare(obj, data, etag, settings, options.max_decompressed)
+    (prepared,) = prepare_batch(
+        [(obj, data, etag)], settings, options.max_decompressed, options.validator
+    )
     del data
-    if options.validator is not None:
-        apply_validator([prepared], options.validator)
-    prepared.seal()
     days = prepared.days - partitions
     if days:
         ensure_partitions(conn, (date.fromisoformat(day) for day in days))
@@ -473,6 +521,7 @@ def _stream_once(
     settings: NormalizeSettings,
     options: _Options,
     partitions: set[str],
+    pool: ProcessPoolExecutor | None,
 ) -> ObjectResult:
     if obj.key.removesuffix(".gz").removesuffix(".zst").endswith((".binpb", ".yaml", ".yml")):
         raise NotJsonLines(obj.key)
@@ -491,55 +540,62 @@ def _stream_once(
                 f"s3://{obj.bucket}/{obj.key}: download failed: {exc}"
             ) from exc
 
-    normalizer = Normalizer(settings)
     absent: set[str] = set()  # days with no partition yet
     spans = rejected = 0
     reason: str | None = None
+    in_flight: collections.deque[Future[PreparedObject]] = collections.deque()
+
+    def write_finished(keep: int) -> None:
+        """COPY the finished chunks, in order, until at most ``keep`` are in flight."""
+        nonlocal spans, rejected
+        while len(in_flight) > keep:
+            part = in_flight.popleft().result()
+            days = part.days - partitions
+            if days and (missing := _missing_days(conn, days)):
+                absent.update(missing)  # read on to find them all, then start over once
+            partitions.update(days - absent)
+            if absent:
+                continue
+            with gc_paused():
+                _write(conn, obj, part)
+            spans += part.spans
+            rejected += len(part.rejections)
+
     with conn.transaction():
         if not _claim(conn, obj, etag):
             body.close()
             return ObjectResult(key=obj.key, status="skipped")
         try:
             with conn.transaction():  # a savepoint: a bad line rolls back every chunk
-                chunk: list[ExportRequest] = []
-                chunk_spans = 0
-                requests = json_lines(
-                    decompress_stream(download(), where=obj.key, limit=options.max_decompressed),
-                    where=obj.key,
+                lines = numbered_lines(
+                    decompress_stream(download(), where=obj.key, limit=options.max_decompressed)
                 )
-                for request in itertools.chain(requests, [None]):
-                    if request is not None:
-                        chunk.append(request)
-                        chunk_spans += sum(
-                            len(scope.spans)
-                            for resource in request.resource_spans
-                            for scope in resource.scope_spans
-                        )
-                        if chunk_spans < options.batch_rows:
-                            continue
-                    with gc_paused():
-                        normalized = normalizer.normalize(chunk)
-                    part = PreparedObject(
-                        obj=obj, etag=etag, rows=normalized.rows, rejections=normalized.rejections
+                chunk: list[tuple[int, bytes]] = []
+                size = 0
+                checked = False
+                for number, line in lines:
+                    if not checked:  # is it JSON Lines at all? NotJsonLines if not
+                        decode_line(line, number, obj.key, first=True)
+                        checked = True
+                    chunk.append((number, line))
+                    size += len(line)
+                    if size >= options.stream_chunk_bytes:
+                        args = (obj, etag, chunk, settings, options.validator)
+                        in_flight.append(_run(pool, prepare_lines, *args))
+                        chunk, size = [], 0
+                        write_finished(keep=options.workers)
+                if chunk:
+                    in_flight.append(
+                        _run(pool, prepare_lines, obj, etag, chunk, settings, options.validator)
                     )
-                    chunk, chunk_spans = [], 0
-                    days = {row["start_time"][:10] for row in part.rows} - partitions
-                    if days and (missing := _missing_days(conn, days)):
-                        absent |= missing  # read on to find them all, then start over once
-                    partitions |= days - absent
-                    if absent:
-                        continue  # before the gate records anything or a row is written
-                    if options.validator is not None:
-                        apply_validator([part], options.validator)
-                    with gc_paused():
-                        part.seal()
-                        _write(conn, obj, part)
-                    spans += part.spans
-                    rejected += len(part.rejections)
+                write_finished(keep=0)
                 if absent:
                     raise _MissingPartitions(absent)
         except BadExport as exc:
             reason, spans, rejected = str(exc), 0, 0
+        finally:
+            for future in in_flight:
+                future.cancel()
         return _record(
             conn,
             obj,
@@ -625,15 +681,7 @@ def _feed(
         args = (list(items), settings, options.max_decompressed, options.validator)
         items.clear()
         size = 0
-        if pool is not None:
-            _put(out, pool.submit(prepare_batch, *args), stop)
-            return
-        done: Future[list[PreparedObject]] = Future()
-        try:
-            done.set_result(prepare_batch(*args))
-        except Exception as exc:
-            done.set_exception(exc)
-        _put(out, done, stop)
+        _put(out, _run(pool, prepare_batch, *args), stop)
 
     try:
         for obj in objects:
@@ -678,8 +726,8 @@ def load_objects(
     workers: int = 0,
     batch_size: int = 200,
     batch_bytes: int = 2 << 20,
-    batch_rows: int = 20_000,
     stream_bytes: int = 8 << 20,
+    stream_chunk_bytes: int = 16 << 20,
 ) -> LoadReport:
     """Fetch, decode, validate and commit each object; returns what happened to each.
 
@@ -691,7 +739,7 @@ def load_objects(
     workers prepare the next. A few batches at most are in flight, so memory
     stays bounded however much a run has to load. An object of
     ``stream_bytes`` or more (its size in S3) is streamed instead, in chunks of
-    ``batch_rows`` spans: see :func:`stream_object`.
+    ``stream_chunk_bytes`` of JSON: see :func:`stream_object`.
     """
     if not conn.autocommit:
         # Statements outside a transaction block would open one that every object's
@@ -705,7 +753,13 @@ def load_objects(
     ]
     todo = [obj for obj in objects if (obj.key, obj.etag) not in done]
     options = _Options(
-        max_decompressed, validator, batch_size, batch_bytes, batch_rows, stream_bytes
+        max_decompressed,
+        validator,
+        batch_size,
+        batch_bytes,
+        stream_bytes,
+        stream_chunk_bytes,
+        workers,
     )
     pool = (
         ProcessPoolExecutor(
@@ -714,7 +768,7 @@ def load_objects(
             initializer=_watch_parent,
             initargs=(os.getpid(),),
         )
-        if workers > 0 and any(obj.size < stream_bytes for obj in todo)
+        if workers > 0 and todo
         else None
     )
     batches: queue.Queue[_Item] = queue.Queue(max(workers, 1) + 1)
@@ -732,7 +786,7 @@ def load_objects(
             if isinstance(item, BaseException):
                 raise item
             if isinstance(item, S3Object):
-                results.append(stream_object(conn, s3, item, settings, options, partitions))
+                results.append(stream_object(conn, s3, item, settings, options, partitions, pool))
                 continue
             for prepared in item.result():
                 days = prepared.days - partitions

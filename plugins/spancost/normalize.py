@@ -263,6 +263,18 @@ class Normalizer:
         self._salt = settings.user_id_salt
         self._limit = settings.max_attribute_bytes
         self._actions: dict[str, tuple[int, int, int]] = {}
+        self._users: dict[str, str] = {}
+
+    def _user_hash(self, user: Any) -> str:
+        """The salted hash of a user id; users recur, so each is hashed once per object."""
+        if user.__class__ is not str:  # a number, or a list, which cannot key a dict
+            return hash_user_id(str(user), self._salt)
+        hashed = self._users.get(user)
+        if hashed is None:
+            hashed = hash_user_id(str(user), self._salt)
+            if len(self._users) < _MAX_CACHED_KEYS:
+                self._users[user] = hashed
+        return hashed
 
     def _classify(self, key: str) -> tuple[int, int, int]:
         if is_content_key(key, self.settings.content_keys):
@@ -310,7 +322,7 @@ class Normalizer:
                     problem = (key, f"attribute value is over {limit} bytes", value[:200] + "…")
             if action[0] == 2 and value is not None and value != "":
                 if action[1] == _USER_SLOT:
-                    value = hash_user_id(str(value), self._salt)
+                    value = self._user_hash(value)
                 if found is not None:
                     current = found.get(action[1])
                     if current is None or action[2] < current[0]:
@@ -484,14 +496,7 @@ class Normalizer:
 
 
 def _id(raw: str, size: int, field: str) -> str | None:
-    """A span or trace id as lowercase hex; hex of the right length is the common case."""
-    if len(raw) == size * 2:
-        try:
-            bytes.fromhex(raw)
-        except ValueError:
-            pass
-        else:
-            return raw.lower()
+    """A span or trace id as lowercase hex, or the rejection naming the field."""
     try:
         return normalize_id(raw, size)
     except ValueError as exc:

@@ -317,29 +317,10 @@ class NotJsonLines(Exception):  # noqa: N818 - a signal, not an error to report
     """The stream's first document does not fit on its line: not JSON Lines."""
 
 
-def json_lines(chunks: Iterable[bytes], *, where: str) -> Iterator[ExportRequest]:
-    """Each request of a JSON Lines stream (one export per line), decoded line by line.
-
-    Raises NotJsonLines when the first document is not complete on its line
-    (pretty-printed JSON: the caller decodes the object whole instead), and
-    BadExport naming the line for a later line that is not a trace export.
-    """
+def numbered_lines(chunks: Iterable[bytes]) -> Iterator[tuple[int, bytes]]:
+    """(line number, line) for each non-blank line of a byte stream."""
     number = 0
-    first = True
     parts: list[bytes] = []
-
-    def decode(line: bytes) -> ExportRequest:
-        try:
-            return _DECODER.decode(line)
-        except msgspec.ValidationError as exc:
-            raise BadExport(
-                f"{where}: document at line {number} is not a trace export: {exc}"
-            ) from exc
-        except msgspec.DecodeError as exc:
-            if first:
-                raise NotJsonLines(where) from exc
-            raise BadExport(f"{where}: invalid JSON in document at line {number}: {exc}") from exc
-
     for chunk in chunks:
         parts.append(chunk)
         if b"\n" not in chunk:
@@ -349,12 +330,36 @@ def json_lines(chunks: Iterable[bytes], *, where: str) -> Iterator[ExportRequest
         for line in lines:
             number += 1
             if line.strip():
-                yield decode(line)
-                first = False
-    number += 1
+                yield number, line
     tail = b"".join(parts)
     if tail.strip():
-        yield decode(tail)
+        yield number + 1, tail
+
+
+def decode_line(line: bytes, number: int, where: str, *, first: bool = False) -> ExportRequest:
+    """One JSON Lines document; BadExport names the line. ``first``: a line that is not a
+    whole document raises NotJsonLines instead (pretty-printed JSON, decoded whole)."""
+    try:
+        return _DECODER.decode(line)
+    except msgspec.ValidationError as exc:
+        raise BadExport(f"{where}: document at line {number} is not a trace export: {exc}") from exc
+    except msgspec.DecodeError as exc:
+        if first:
+            raise NotJsonLines(where) from exc
+        raise BadExport(f"{where}: invalid JSON in document at line {number}: {exc}") from exc
+
+
+def json_lines(chunks: Iterable[bytes], *, where: str) -> Iterator[ExportRequest]:
+    """Each request of a JSON Lines stream (one export per line), decoded line by line.
+
+    Raises NotJsonLines when the first document is not complete on its line
+    (pretty-printed JSON: the caller decodes the object whole instead), and
+    BadExport naming the line for a later line that is not a trace export.
+    """
+    first = True
+    for number, line in numbered_lines(chunks):
+        yield decode_line(line, number, where, first=first)
+        first = False
 
 
 # --- values ----------------------------------------------------------------------------

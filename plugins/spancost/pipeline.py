@@ -74,6 +74,7 @@ def ingest_spans(
             validator=validator,
             workers=settings.load_workers,
             stream_bytes=settings.stream_object_bytes,
+            stream_chunk_bytes=settings.stream_chunk_bytes,
         )
 
 

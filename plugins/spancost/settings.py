@@ -10,7 +10,7 @@ from __future__ import annotations
 import os
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 from spancost.errors import ConfigError
@@ -34,14 +34,36 @@ class SpanSource:
 
 @dataclass(frozen=True)
 class Settings:
+    """Ingestion settings; :func:`from_env` reads them from ``SPANCOST_*`` variables.
+
+    ``load_workers`` defaults to 0 here (prepare in the loading process) and to
+    the CPU count in :func:`from_env`, which is what the DAG and the CLI use.
+    """
+
     spans: SpanSource
     user_id_salt: str = field(repr=False)
     content_keys: tuple[str, ...] = DEFAULT_CONTENT_KEYS
     max_attribute_bytes: int = 64 * 1024
     max_decompressed_bytes: int = 1 << 30
     stream_object_bytes: int = 8 << 20
+    stream_chunk_bytes: int = 16 << 20
     load_workers: int = 0
     validate: bool = True
+
+
+def utc_time(value: str | datetime, what: str = "time") -> datetime:
+    """An ISO 8601 text or a datetime (pendulum included) as a plain ``datetime`` in UTC.
+
+    A naive value is taken as UTC. Airflow hands out pendulum objects, whose
+    arithmetic with stdlib timezones can drop the offset, so they are rebuilt
+    from their text.
+    """
+    text = value if isinstance(value, str) else value.isoformat()
+    try:
+        moment = datetime.fromisoformat(text)
+    except ValueError as exc:
+        raise ConfigError(f"{what}: not an ISO 8601 time: {text!r}") from exc
+    return moment.replace(tzinfo=UTC) if moment.tzinfo is None else moment.astimezone(UTC)
 
 
 def home() -> Path:
@@ -87,6 +109,7 @@ def from_env(env: Mapping[str, str] | None = None) -> Settings:
         max_attribute_bytes=_int(env, "SPANCOST_MAX_ATTRIBUTE_BYTES", 64 * 1024),
         max_decompressed_bytes=_int(env, "SPANCOST_MAX_DECOMPRESSED_BYTES", 1 << 30),
         stream_object_bytes=_int(env, "SPANCOST_STREAM_OBJECT_BYTES", 8 << 20),
+        stream_chunk_bytes=_int(env, "SPANCOST_STREAM_CHUNK_BYTES", 16 << 20),
         load_workers=_int(env, "SPANCOST_LOAD_WORKERS", os.cpu_count() or 1),
         validate=env.get("SPANCOST_VALIDATE", "1") not in ("0", "false", "no"),
     )

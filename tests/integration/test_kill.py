@@ -182,7 +182,8 @@ def test_kill_while_a_big_object_streams_its_second_chunk_commits_none_of_it(
         Body=gzip.compress(b"\n".join(lines)),
     )
     prepare_schema(db_url)
-    proc = loader(db_url, aws_endpoint, SPANCOST_STREAM_OBJECT_BYTES="0")
+    stream = {"SPANCOST_STREAM_OBJECT_BYTES": "0", "SPANCOST_STREAM_CHUNK_BYTES": str(2 << 20)}
+    proc = loader(db_url, aws_endpoint, **stream)
     highest = 0
     second_chunk = False
     with psycopg.connect(db_url, autocommit=True) as watcher:
@@ -204,6 +205,6 @@ def test_kill_while_a_big_object_streams_its_second_chunk_commits_none_of_it(
     assert proc.returncode == -signal.SIGKILL
     assert assert_only_whole_objects(db_url) == 0
 
-    rerun = loader(db_url, aws_endpoint, SPANCOST_STREAM_OBJECT_BYTES="0")
+    rerun = loader(db_url, aws_endpoint, **stream)
     assert rerun.wait(timeout=300) == 0, rerun.stderr.read() if rerun.stderr else ""
     assert_exact(db_url, 60_000)

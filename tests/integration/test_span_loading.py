@@ -211,7 +211,7 @@ def test_great_expectations_gate_keeps_failing_rows_aside(s3, db_url: str) -> No
 
 
 def test_small_batches_load_the_same_rows(s3, db_url: str) -> None:
-    """Batches are cut by span count; every object still commits whole, once."""
+    """Batches are cut by object count; every object still commits whole, once."""
     from spancost import db
     from spancost.loader import load_objects
     from spancost.normalize import NormalizeSettings
@@ -223,7 +223,7 @@ def test_small_batches_load_the_same_rows(s3, db_url: str) -> None:
     objects = list_objects(s3, SETTINGS.spans, T0, T0 + timedelta(minutes=15))
     with db.connect(db_url, autocommit=True) as conn:
         db.apply_schema(conn)
-        report = load_objects(conn, s3, objects, NormalizeSettings(user_id_salt="s"), batch_rows=7)
+        report = load_objects(conn, s3, objects, NormalizeSettings(user_id_salt="s"), batch_size=2)
     assert report.count("loaded") == 5 and report.spans == 25
     assert scalar(db_url, "select count(*) from raw.otel_spans") == 25
 

@@ -62,7 +62,7 @@ def load(s3, url: str, **options: Any):
             s3,
             objects,
             NormalizeSettings(user_id_salt="s", now=T0 + timedelta(hours=1)),
-            **{"stream_bytes": 0, "batch_rows": 25, **options},
+            **{"stream_bytes": 0, "stream_chunk_bytes": 1, **options},  # a line per chunk
         )
 
 
@@ -153,10 +153,11 @@ def test_rejected_spans_of_a_streamed_object_are_kept_aside(s3, db_url: str) -> 
 def test_spans_on_days_without_a_partition_make_the_stream_start_over(
     s3, db_url: str, caplog: pytest.LogCaptureFixture
 ) -> None:
-    """A chunk needing a new day partition rolls back, the partition is made, and the
+    """The days around the upload get partitions before the object starts. A chunk
+    that needs another one (late spans) rolls back, the partitions are made, and the
     object is streamed again from the start: still every span exactly once."""
     rng = random.Random(4)
-    days = [T0 - timedelta(days=offset) for offset in (0, 1, 2)]
+    days = [T0 - timedelta(days=offset) for offset in (0, 3, 5)]
     requests = [request([llm_span(rng, day) for _ in range(30)]) for day in days]
     put(s3, gzip.compress(json_lines(requests)), 100000005)
 
@@ -164,15 +165,15 @@ def test_spans_on_days_without_a_partition_make_the_stream_start_over(
         report = load(s3, db_url)
     assert report.count("loaded") == 1 and report.spans == 90
     restarts = [record.getMessage() for record in caplog.records if "again" in record.getMessage()]
-    # One pass finds all three missing days; the second pass loads.
-    assert len(restarts) == 1 and "2026-02-01, 2026-02-02, 2026-02-03" in restarts[0]
+    # One pass finds both missing days; the second pass loads.
+    assert len(restarts) == 1 and "2026-01-29, 2026-01-31" in restarts[0]
     per_day = fetch(
         db_url,
         "select tableoid::regclass::text, count(*) from raw.otel_spans group by 1 order by 1",
     )
     assert per_day == [
-        ("raw.otel_spans_p20260201", 30),
-        ("raw.otel_spans_p20260202", 30),
+        ("raw.otel_spans_p20260129", 30),
+        ("raw.otel_spans_p20260131", 30),
         ("raw.otel_spans_p20260203", 30),
     ]
 
@@ -196,9 +197,26 @@ def test_the_gx_gate_runs_on_each_streamed_chunk(s3, db_url: str) -> None:
     put(s3, gzip.compress(json_lines([request(spans[:25]), request(spans[25:])])), 100000007)
     validator = pipeline.gx_validator("stream", "chunks", db_url)
 
-    report = load(s3, db_url, validator=validator)  # chunks of 25 spans
+    report = load(s3, db_url, validator=validator)  # a chunk per line: 25 spans each
     assert (report.spans, report.rejected) == (48, 2)
     assert fetch(db_url, "select rows_checked, rows_failed from ops.validation_results") == [
         (25, 1),
         (25, 1),
     ]
+
+
+def test_worker_processes_stream_chunks_in_order_and_report_bad_lines(s3, db_url: str) -> None:
+    """Chunks decoded in two worker processes are COPYed in line order; a bad line
+    found by a worker still quarantines its object by line number."""
+    rng = random.Random(7)
+    requests = [request(spans_for(rng, 10, input_tokens=n + 1)) for n in range(9)]
+    good = put(s3, gzip.compress(json_lines(requests)), 100000008)
+    bad = put(s3, gzip.compress(json_lines(requests[:4]) + b'{"resourceSpans": 7}\n'), 100000009)
+
+    report = load(s3, db_url, workers=2)
+    assert report.count("loaded") == 1 and report.count("quarantined") == 1
+    assert fetch(
+        db_url, "select source_key, count(*), sum(input_tokens) from raw.otel_spans group by 1"
+    ) == [(good, 90, sum((n + 1) * 10 for n in range(9)))]
+    [(reason,)] = fetch(db_url, "select reason from raw.s3_objects where key = %s", bad)
+    assert "line 5 is not a trace export" in reason

@@ -173,6 +173,13 @@ def test_message_content_never_reaches_the_row() -> None:
     assert "secret" not in repr(out)
 
 
+def test_user_ids_of_any_type_are_hashed() -> None:
+    assert row({"user.id": 42})["user_id_hash"] == hash_user_id("42", "pepper")
+    out = row({"enduser.id": ["a", "b"]})
+    assert out["user_id_hash"] == hash_user_id("['a', 'b']", "pepper")
+    assert out["attributes"]["enduser.id"] == out["user_id_hash"]
+
+
 def test_user_ids_are_hashed_with_the_salt() -> None:
     out = row({"user.id": "user-0042"})
     expected = hash_user_id("user-0042", "pepper")
