@@ -497,11 +497,13 @@ def write_results(
         "",
         "* spancost: a fresh `spancost ingest-spans` process (start-up included) that lists and "
         "downloads the objects from the local S3 endpoint (moto, another process on the same "
-        "two cores), decodes, normalises 34 typed columns plus four jsonb columns, strips message "
+        "two cores), decodes (in worker processes, as many as cores), normalises 34 typed "
+        "columns plus four jsonb columns, strips message "
         "content, hashes user ids, applies the row rules, and commits each object in its own "
         "transaction with its manifest row.",
         "* with the gate on: the same, plus the Great Expectations suite "
-        "(`expectations/otel_spans.json`) on every batch of about 20k spans.",
+        "(`expectations/otel_spans.json`) on every batch (200 objects or 2 MiB downloaded: "
+        "about 14k spans here).",
         "* one object: the same spans as a single gzip JSON Lines object (one request per "
         "line), streamed inside one transaction: the loader decompresses and cuts it into "
         "16 MiB chunks of lines, the worker processes decode and encode them, the loader "
