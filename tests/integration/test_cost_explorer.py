@@ -226,7 +226,9 @@ def test_all_pages_land_and_fresh_data_makes_no_request(moto, conn, db_url) -> N
             conn, finished + timedelta(hours=3, minutes=59), SETTINGS.min_interval
         )
         assert refresh_due(conn, later, SETTINGS.min_interval, force=True)
-        forced = refresh(conn, client, SETTINGS, later, force=True)
+        # Forced at NOW: moto's preset answers the request for NOW's days, and an hour
+        # later can already be tomorrow (this failed when run after 23:00 UTC).
+        forced = refresh(conn, client, SETTINGS, NOW, force=True)
         assert forced.pulls[0].status == "complete" and proxy.forwarded == 6
     assert fetch(db_url, "select status, count(*) from raw.ce_pulls group by status") == [
         ("complete", 2)
