@@ -13,7 +13,8 @@ Every 15 minutes, loads the OpenTelemetry trace exports that the Collector's
   skip what is already loaded; an object re-uploaded with a new etag replaces
   its rows.
 * **Speed and memory:** `SPANCOST_LOAD_WORKERS` processes (default: the CPU
-  count) decode and encode while the task commits; objects of
+  count, at most 4; ~150 MiB each, ~400 MiB with the GX gate) decode and
+  encode while the task commits; objects of
   `SPANCOST_STREAM_OBJECT_BYTES` (8 MiB) or more are streamed in chunks inside
   their one transaction, so a 1 GB JSON Lines file never sits in memory.
   Figures: `bench/RESULTS.md`.

@@ -37,7 +37,7 @@ class Settings:
     """Ingestion settings; :func:`from_env` reads them from ``SPANCOST_*`` variables.
 
     ``load_workers`` defaults to 0 here (prepare in the loading process) and to
-    the CPU count in :func:`from_env`, which is what the DAG and the CLI use.
+    :func:`default_load_workers` in :func:`from_env`, which the DAG and the CLI use.
     """
 
     spans: SpanSource
@@ -49,6 +49,15 @@ class Settings:
     stream_chunk_bytes: int = 16 << 20
     load_workers: int = 0
     validate: bool = True
+
+
+# Each worker holds ~150 MiB, ~400 MiB once it has imported Great Expectations for the gate.
+MAX_DEFAULT_LOAD_WORKERS = 4
+
+
+def default_load_workers() -> int:
+    """As many workers as CPUs, up to MAX_DEFAULT_LOAD_WORKERS (memory grows with each)."""
+    return min(os.cpu_count() or 1, MAX_DEFAULT_LOAD_WORKERS)
 
 
 def utc_time(value: str | datetime, what: str = "time") -> datetime:
@@ -110,6 +119,6 @@ def from_env(env: Mapping[str, str] | None = None) -> Settings:
         max_decompressed_bytes=_int(env, "SPANCOST_MAX_DECOMPRESSED_BYTES", 1 << 30),
         stream_object_bytes=_int(env, "SPANCOST_STREAM_OBJECT_BYTES", 8 << 20),
         stream_chunk_bytes=_int(env, "SPANCOST_STREAM_CHUNK_BYTES", 16 << 20),
-        load_workers=_int(env, "SPANCOST_LOAD_WORKERS", os.cpu_count() or 1),
+        load_workers=_int(env, "SPANCOST_LOAD_WORKERS", default_load_workers()),
         validate=env.get("SPANCOST_VALIDATE", "1") not in ("0", "false", "no"),
     )

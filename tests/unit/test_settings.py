@@ -7,7 +7,7 @@ from datetime import UTC, datetime, timedelta, timezone
 import pytest
 
 from spancost.errors import ConfigError
-from spancost.settings import from_env, utc_time
+from spancost.settings import MAX_DEFAULT_LOAD_WORKERS, default_load_workers, from_env, utc_time
 
 pytestmark = pytest.mark.unit
 
@@ -44,3 +44,15 @@ def test_load_workers_and_streaming_come_from_the_environment() -> None:
     assert (settings.load_workers, settings.stream_object_bytes) == (0, 1024)
     with pytest.raises(ConfigError, match="SPANCOST_LOAD_WORKERS must be a whole number"):
         from_env({**env, "SPANCOST_LOAD_WORKERS": "many"})
+
+
+def test_the_default_worker_count_follows_the_cpus_but_stays_bounded(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    import os
+
+    monkeypatch.setattr(os, "cpu_count", lambda: 64)
+    assert default_load_workers() == MAX_DEFAULT_LOAD_WORKERS == 4
+    monkeypatch.setattr(os, "cpu_count", lambda: 2)
+    assert default_load_workers() == 2
+    assert from_env({"SPANCOST_SPANS_BUCKET": "b", "SPANCOST_USER_ID_SALT": "s"}).load_workers == 2
