@@ -122,13 +122,27 @@ class LoadReport:
         }
 
 
-def fetch(s3: Any, obj: S3Object) -> tuple[bytes, str]:
-    """The object's bytes and the etag of exactly those bytes."""
+def _download_failed(obj: S3Object, exc: Exception) -> InfrastructureError:
+    # botocore raises many types; all are infrastructure here
+    return InfrastructureError(f"s3://{obj.bucket}/{obj.key}: download failed: {exc}")
+
+
+def _open(s3: Any, obj: S3Object) -> tuple[Any, str]:
+    """The object's streaming body and the etag of exactly those bytes."""
     try:
         response = s3.get_object(Bucket=obj.bucket, Key=obj.key)
-        return response["Body"].read(), str(response["ETag"]).strip('"')
-    except Exception as exc:  # botocore raises many types; all are infrastructure here
-        raise InfrastructureError(f"s3://{obj.bucket}/{obj.key}: download failed: {exc}") from exc
+        return response["Body"], str(response["ETag"]).strip('"')
+    except Exception as exc:
+        raise _download_failed(obj, exc) from exc
+
+
+def fetch(s3: Any, obj: S3Object) -> tuple[bytes, str]:
+    """The object's bytes and the etag of exactly those bytes."""
+    body, etag = _open(s3, obj)
+    try:
+        return body.read(), etag
+    except Exception as exc:
+        raise _download_failed(obj, exc) from exc
 
 
 @contextlib.contextmanager
@@ -191,12 +205,18 @@ def apply_validator(batch: Sequence[PreparedObject], validator: Validator) -> No
         )
 
 
+def _partition_exists(conn: Conn, day: date) -> bool:
+    return conn.execute("select to_regclass(%s)", [f"raw.otel_spans_p{day:%Y%m%d}"]).fetchone() != (
+        None,
+    )
+
+
 def ensure_partitions(conn: Conn, days: Iterable[date]) -> None:
     """Create the day partitions of raw.otel_spans that do not exist yet."""
     for day in sorted(set(days)):
-        name = f"otel_spans_p{day:%Y%m%d}"
-        if conn.execute("select to_regclass(%s)", [f"raw.{name}"]).fetchone() != (None,):
+        if _partition_exists(conn, day):
             continue
+        name = f"otel_spans_p{day:%Y%m%d}"
         with conn.transaction():
             conn.execute("select pg_advisory_xact_lock(hashtext('spancost.otel_spans.partitions'))")
             conn.execute(
@@ -407,15 +427,25 @@ class _MissingPartitions(Exception):  # noqa: N818 - a signal to create them and
         self.days = days
 
 
-def _missing_days(conn: Conn, days: set[str]) -> set[str]:
-    return {
-        day
-        for day in days
-        if conn.execute(
-            "select to_regclass(%s)", [f"raw.otel_spans_p{day.replace('-', '')}"]
-        ).fetchone()
-        == (None,)
-    }
+class _Partitions:
+    """The day partitions (UTC days, YYYY-MM-DD) a run knows exist: each is looked up once."""
+
+    def __init__(self) -> None:
+        self.days: set[str] = set()
+
+    def ensure(self, conn: Conn, days: Iterable[str]) -> None:
+        """Create the partitions of these days that do not exist yet."""
+        new = set(days) - self.days
+        if new:
+            ensure_partitions(conn, (date.fromisoformat(day) for day in new))
+            self.days |= new
+
+    def missing(self, conn: Conn, days: Iterable[str]) -> set[str]:
+        """The days without a partition, creating none (inside a transaction)."""
+        new = set(days) - self.days
+        absent = {day for day in new if not _partition_exists(conn, date.fromisoformat(day))}
+        self.days |= new - absent
+        return absent
 
 
 def prepare_lines(
@@ -436,11 +466,8 @@ def prepare_lines(
     part = PreparedObject(
         obj=obj, etag=etag, rows=normalized.rows, rejections=normalized.rejections
     )
-    if validator is not None:
-        apply_validator([part], validator)
-    with gc_paused():
-        part.seal()
-    return part
+    (sealed,) = _validate_and_seal([part], validator)
+    return sealed
 
 
 def _run(pool: ProcessPoolExecutor | None, task: Callable[..., Any], *args: Any) -> Future[Any]:
@@ -461,7 +488,7 @@ def stream_object(
     obj: S3Object,
     settings: NormalizeSettings,
     options: _Options,
-    partitions: set[str],
+    partitions: _Partitions,
     pool: ProcessPoolExecutor | None = None,
 ) -> ObjectResult:
     """Load one big object in one transaction without holding it in memory.
@@ -481,12 +508,10 @@ def stream_object(
     transaction is rolled back, the partitions are made, and the object starts
     again (its validation results are then recorded twice).
     """
-    around = {
-        (obj.partition_time + timedelta(days=offset)).date().isoformat() for offset in (-1, 0, 1)
-    }
-    if around - partitions:
-        ensure_partitions(conn, (date.fromisoformat(day) for day in around - partitions))
-        partitions |= around
+    partitions.ensure(
+        conn,
+        ((obj.partition_time + timedelta(days=offset)).date().isoformat() for offset in (-1, 0, 1)),
+    )
     for _ in range(3):
         try:
             return _stream_once(conn, s3, obj, settings, options, partitions, pool)
@@ -498,8 +523,7 @@ def stream_object(
                 obj.key,
                 missing,
             )
-            ensure_partitions(conn, (date.fromisoformat(day) for day in missing.days))
-            partitions |= missing.days
+            partitions.ensure(conn, missing.days)
         except NotJsonLines:
             break
     data, etag = fetch(s3, obj)
@@ -507,10 +531,7 @@ def stream_object(
         [(obj, data, etag)], settings, options.max_decompressed, options.validator
     )
     del data
-    days = prepared.days - partitions
-    if days:
-        ensure_partitions(conn, (date.fromisoformat(day) for day in days))
-        partitions |= days
+    partitions.ensure(conn, prepared.days)
     return commit_object(conn, prepared)
 
 
@@ -520,25 +541,18 @@ def _stream_once(
     obj: S3Object,
     settings: NormalizeSettings,
     options: _Options,
-    partitions: set[str],
+    partitions: _Partitions,
     pool: ProcessPoolExecutor | None,
 ) -> ObjectResult:
     if obj.key.removesuffix(".gz").removesuffix(".zst").endswith((".binpb", ".yaml", ".yml")):
         raise NotJsonLines(obj.key)
-    try:
-        response = s3.get_object(Bucket=obj.bucket, Key=obj.key)
-        etag = str(response["ETag"]).strip('"')
-        body = response["Body"]
-    except Exception as exc:  # botocore raises many types; all are infrastructure here
-        raise InfrastructureError(f"s3://{obj.bucket}/{obj.key}: download failed: {exc}") from exc
+    body, etag = _open(s3, obj)
 
     def download() -> Iterator[bytes]:
         try:
             yield from body.iter_chunks(1 << 20)
         except Exception as exc:
-            raise InfrastructureError(
-                f"s3://{obj.bucket}/{obj.key}: download failed: {exc}"
-            ) from exc
+            raise _download_failed(obj, exc) from exc
 
     absent: set[str] = set()  # days with no partition yet
     spans = rejected = 0
@@ -550,10 +564,8 @@ def _stream_once(
         nonlocal spans, rejected
         while len(in_flight) > keep:
             part = in_flight.popleft().result()
-            days = part.days - partitions
-            if days and (missing := _missing_days(conn, days)):
-                absent.update(missing)  # read on to find them all, then start over once
-            partitions.update(days - absent)
+            # Missing days: read on to find them all, then start over once.
+            absent.update(partitions.missing(conn, part.days - absent))
             if absent:
                 continue
             with gc_paused():
@@ -634,6 +646,13 @@ def prepare_batch(
     """
     with gc_paused():
         batch = [prepare(obj, data, etag, settings, max_decompressed) for obj, data, etag in items]
+    return _validate_and_seal(batch, validator)
+
+
+def _validate_and_seal(
+    batch: list[PreparedObject], validator: Validator | None
+) -> list[PreparedObject]:
+    """Run the validator on the batch as a whole, then seal each object."""
     if validator is not None:
         apply_validator(batch, validator)
     with gc_paused():
@@ -780,7 +799,7 @@ def load_objects(
         daemon=True,
     )
     feeder.start()
-    partitions: set[str] = set()
+    partitions = _Partitions()
     try:
         while (item := batches.get()) is not None:
             if isinstance(item, BaseException):
@@ -789,10 +808,7 @@ def load_objects(
                 results.append(stream_object(conn, s3, item, settings, options, partitions, pool))
                 continue
             for prepared in item.result():
-                days = prepared.days - partitions
-                if days:
-                    ensure_partitions(conn, (date.fromisoformat(day) for day in days))
-                    partitions |= days
+                partitions.ensure(conn, prepared.days)
                 with gc_paused():
                     results.append(commit_object(conn, prepared))
     finally:

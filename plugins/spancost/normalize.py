@@ -271,7 +271,7 @@ class Normalizer:
             return hash_user_id(str(user), self._salt)
         hashed = self._users.get(user)
         if hashed is None:
-            hashed = hash_user_id(str(user), self._salt)
+            hashed = hash_user_id(user, self._salt)
             if len(self._users) < _MAX_CACHED_KEYS:
                 self._users[user] = hashed
         return hashed

@@ -17,8 +17,6 @@ from __future__ import annotations
 
 import base64
 import binascii
-import gzip
-import io
 import zlib
 from collections.abc import Iterable, Iterator
 from typing import Any
@@ -138,35 +136,7 @@ _DECODER = msgspec.json.Decoder(ExportRequest)
 
 def decompress(data: bytes, *, where: str, limit: int = DEFAULT_MAX_DECOMPRESSED) -> bytes:
     """Undo gzip or zstd, detected by magic bytes; other bytes are returned unchanged."""
-    if data.startswith(GZIP_MAGIC):
-        out = bytearray()
-        try:
-            with gzip.GzipFile(fileobj=io.BytesIO(data)) as stream:
-                while chunk := stream.read(1 << 20):
-                    out += chunk
-                    if len(out) > limit:
-                        raise BadExport(
-                            f"{where}: gzip expands past {limit} bytes (possible gzip bomb)"
-                        )
-        except (OSError, EOFError, zlib.error) as exc:
-            raise BadExport(f"{where}: corrupt gzip data: {exc}") from exc
-        return bytes(out)
-    if data.startswith(ZSTD_MAGIC):
-        import zstandard
-
-        try:
-            reader = zstandard.ZstdDecompressor().stream_reader(io.BytesIO(data))
-            out = bytearray()
-            while chunk := reader.read(1 << 20):
-                out += chunk
-                if len(out) > limit:
-                    raise BadExport(
-                        f"{where}: zstd expands past the {limit}-byte limit (possible bomb)"
-                    )
-        except zstandard.ZstdError as exc:
-            raise BadExport(f"{where}: corrupt zstd data: {exc}") from exc
-        return bytes(out)
-    return data
+    return b"".join(decompress_stream([data], where=where, limit=limit))
 
 
 def decompress_stream(
@@ -435,18 +405,7 @@ def decode_json(text: bytes, *, where: str) -> list[ExportRequest]:
     except msgspec.DecodeError as exc:
         if "trailing characters" not in str(exc):
             raise BadExport(f"{where}: invalid JSON: {exc}") from exc
-    requests: list[ExportRequest] = []
-    for line, document in split_documents(text):
-        try:
-            request = _DECODER.decode(document)
-        except msgspec.ValidationError as exc:
-            raise BadExport(
-                f"{where}: document at line {line} is not a trace export: {exc}"
-            ) from exc
-        except msgspec.DecodeError as exc:
-            raise BadExport(f"{where}: invalid JSON in document at line {line}: {exc}") from exc
-        requests.append(request)
-    return requests
+    return [decode_line(document, line, where) for line, document in split_documents(text)]
 
 
 def decode_protobuf(data: bytes, *, where: str) -> list[ExportRequest]:

@@ -10,7 +10,7 @@ from datetime import datetime
 from typing import Any
 
 from spancost import db
-from spancost.loader import LoadReport, Validator, load_objects
+from spancost.loader import LoadReport, load_objects
 from spancost.normalize import NormalizeSettings
 from spancost.s3layout import list_objects
 from spancost.settings import Settings
@@ -38,11 +38,6 @@ class GxValidator:
         return outcome.reasons_by_row()
 
 
-def gx_validator(run_id: str, batch: str, url: str) -> Validator:
-    """A validator that runs the Great Expectations suite and records the outcome."""
-    return GxValidator(run_id, batch, url)
-
-
 def ingest_spans(
     settings: Settings,
     s3: Any,
@@ -55,7 +50,7 @@ def ingest_spans(
     """Load every trace export whose partition falls in [start, end) (plus lateness)."""
     objects = list_objects(s3, settings.spans, start, end)
     validator = (
-        gx_validator(run_id, f"{start.isoformat()}/{end.isoformat()}", url)
+        GxValidator(run_id, f"{start.isoformat()}/{end.isoformat()}", url)
         if settings.validate
         else None
     )

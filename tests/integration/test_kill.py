@@ -15,6 +15,7 @@ import signal
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 
 import psycopg
@@ -92,26 +93,42 @@ def prepare_schema(db_url: str) -> None:
         db.apply_schema(conn)
 
 
+def kill_during_copy(
+    db_url: str,
+    proc: subprocess.Popen[bytes],
+    when: Callable[[int, int], bool],
+    *,
+    seconds: float,
+) -> bool:
+    """Watch pg_stat_progress_copy and SIGKILL the loader as soon as
+    ``when(rows of the COPY in flight, highest count seen)`` holds; True if it did."""
+    highest = 0
+    killed = False
+    with psycopg.connect(db_url, autocommit=True) as watcher:
+        deadline = time.monotonic() + seconds
+        while time.monotonic() < deadline and proc.poll() is None:
+            row = watcher.execute(
+                "select tuples_processed from pg_stat_progress_copy"
+                " where datname = current_database()"
+            ).fetchone()
+            processed = int(row[0]) if row else 0
+            if when(processed, highest):
+                proc.send_signal(signal.SIGKILL)
+                killed = True
+                break
+            highest = max(highest, processed)
+            time.sleep(0.01)
+    proc.wait(timeout=30)
+    return killed
+
+
 def test_kill_during_copy_commits_nothing_and_a_rerun_loads_everything(
     s3, db_url: str, aws_endpoint: str
 ) -> None:
     expected = upload(s3, objects=1, spans_per_object=60_000, seed=1)
     prepare_schema(db_url)
     proc = loader(db_url, aws_endpoint)
-    copying = False
-    with psycopg.connect(db_url, autocommit=True) as watcher:
-        deadline = time.monotonic() + 120
-        while time.monotonic() < deadline and proc.poll() is None:
-            row = watcher.execute(
-                "select tuples_processed from pg_stat_progress_copy"
-                " where datname = current_database()"
-            ).fetchone()
-            if row and row[0] > 0:
-                copying = True
-                proc.send_signal(signal.SIGKILL)
-                break
-            time.sleep(0.01)
-    proc.wait(timeout=30)
+    copying = kill_during_copy(db_url, proc, lambda processed, _: processed > 0, seconds=120)
     assert copying, "the loader finished before its COPY could be caught in flight"
     assert proc.returncode == -signal.SIGKILL
     assert assert_only_whole_objects(db_url) == 0
@@ -184,23 +201,10 @@ def test_kill_while_a_big_object_streams_its_second_chunk_commits_none_of_it(
     prepare_schema(db_url)
     stream = {"SPANCOST_STREAM_OBJECT_BYTES": "0", "SPANCOST_STREAM_CHUNK_BYTES": str(2 << 20)}
     proc = loader(db_url, aws_endpoint, **stream)
-    highest = 0
-    second_chunk = False
-    with psycopg.connect(db_url, autocommit=True) as watcher:
-        deadline = time.monotonic() + 180
-        while time.monotonic() < deadline and proc.poll() is None:
-            row = watcher.execute(
-                "select tuples_processed from pg_stat_progress_copy"
-                " where datname = current_database()"
-            ).fetchone()
-            processed = int(row[0]) if row else 0
-            if 0 < processed < highest:  # a new COPY began: the first chunk is in
-                second_chunk = True
-                proc.send_signal(signal.SIGKILL)
-                break
-            highest = max(highest, processed)
-            time.sleep(0.01)
-    proc.wait(timeout=30)
+    # A COPY with fewer rows than the highest seen is a new one: the first chunk is in.
+    second_chunk = kill_during_copy(
+        db_url, proc, lambda processed, highest: 0 < processed < highest, seconds=180
+    )
     assert second_chunk, "the loader finished before its second chunk could be caught"
     assert proc.returncode == -signal.SIGKILL
     assert assert_only_whole_objects(db_url) == 0

@@ -195,7 +195,7 @@ def test_the_gx_gate_runs_on_each_streamed_chunk(s3, db_url: str) -> None:
     spans[7]["kind"] = 9  # loads in Python, fails the suite's kind set
     spans[42]["kind"] = 9
     put(s3, gzip.compress(json_lines([request(spans[:25]), request(spans[25:])])), 100000007)
-    validator = pipeline.gx_validator("stream", "chunks", db_url)
+    validator = pipeline.GxValidator("stream", "chunks", db_url)
 
     report = load(s3, db_url, validator=validator)  # a chunk per line: 25 spans each
     assert (report.spans, report.rejected) == (48, 2)

@@ -183,6 +183,15 @@ def test_compression_is_sniffed_not_read_from_the_suffix(compress: str) -> None:
     assert len(load("traces_1.json.gz", data).rows) == 1
 
 
+@pytest.mark.parametrize("compress", ["gzip", "zstd"])
+def test_appended_gzip_members_and_zstd_frames_all_decode(compress: str) -> None:
+    """`cat a.gz b.gz` and appended zstd frames are valid files: every part is read."""
+    first, second = _request(), _request(spanId="c7ad6b7169203331")
+    pack = gzip.compress if compress == "gzip" else zstandard.ZstdCompressor().compress
+    data = pack(first + b"\n") + pack(second + b"\n")
+    assert len(load("traces_1.jsonl.gz", data).rows) == 2
+
+
 def test_protobuf_export_decodes() -> None:
     from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import (
         ExportTraceServiceRequest,
