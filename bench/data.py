@@ -16,7 +16,7 @@ from typing import Any
 
 import msgspec
 
-from spancost import demo
+from spancost.demo import traffic
 
 START = datetime(2026, 3, 2, 10, 0, tzinfo=UTC)
 PREFIX = "bench/traces"
@@ -31,8 +31,10 @@ class BenchObject:
 
 
 def _template_requests(seed: int) -> list[dict[str, Any]]:
-    spans = demo.generate_spans(START, START + timedelta(hours=1), seed=seed, traces_per_hour=120)
-    objects = demo.build_objects(spans, prefix=PREFIX, seed=seed)
+    spans = traffic.generate_spans(
+        START, START + timedelta(hours=1), seed=seed, traces_per_hour=120
+    )
+    objects = traffic.build_objects(spans, prefix=PREFIX, seed=seed)
     return [msgspec.json.decode(gzip.decompress(obj.body)) for obj in objects]
 
 

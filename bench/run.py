@@ -35,9 +35,11 @@ import boto3
 import psycopg
 
 from bench.data import PREFIX, START, objects
-from spancost import db, localaws, localpg, settings
-from spancost.loader import COLUMNS, encode_rows
-from spancost.normalize import NormalizeSettings, normalize_object
+from spancost import db, settings
+from spancost.db import embedded
+from spancost.local import endpoints
+from spancost.spans.loader import COLUMNS, encode_rows
+from spancost.spans.normalize import NormalizeSettings, normalize_object
 
 REPO = Path(__file__).resolve().parents[1]
 BUCKET = "spancost-bench"
@@ -53,7 +55,7 @@ def log(message: str) -> None:
 def fresh_database(server_url: str) -> str:
     name = f"spancost_bench_{uuid.uuid4().hex[:8]}"
     admin = urlsplit(server_url)._replace(path="/postgres").geturl()
-    localpg.create_database(admin, name)
+    embedded.create_database(admin, name)
     url = urlsplit(server_url)._replace(path=f"/{name}").geturl()
     with db.connect(url) as conn:
         db.apply_schema(conn)
@@ -184,7 +186,7 @@ def copy_file(bodies: list[tuple[str, bytes]], path: Path) -> list[tuple[str, in
 
 
 def _partitions(conn: Any) -> None:
-    from spancost.loader import ensure_partitions
+    from spancost.spans.loader import ensure_partitions
 
     ensure_partitions(conn, [START.date() + timedelta(days=offset) for offset in (-1, 0, 1)])
 
@@ -207,8 +209,8 @@ def server_copy(server_url: str, path: Path) -> float:
 def wire_copy(server_url: str, path: Path, extents: list[tuple[str, int, int]]) -> float:
     """spancost's commit path alone: each object's ready COPY text sent over the wire in
     its own transaction with its advisory lock and manifest row; no decoding at all."""
-    from spancost.loader import PreparedObject, commit_object
-    from spancost.s3layout import S3Object
+    from spancost.spans.loader import PreparedObject, commit_object
+    from spancost.spans.s3layout import S3Object
 
     url = fresh_database(server_url)
     try:
@@ -333,8 +335,8 @@ def median_of(runs: int, measure: Callable[[], tuple[float, ...]]) -> list[tuple
 def main() -> None:
     home = settings.home()
     server_url = db.database_url()
-    endpoint = localaws.start(localaws.LocalAws(home / "bench"))
-    localaws.use(endpoint)
+    endpoint = endpoints.start(endpoints.LocalAws(home / "bench"))
+    endpoints.use(endpoint)
     s3 = boto3.client("s3")
     if BUCKET not in {b["Name"] for b in s3.list_buckets().get("Buckets", [])}:
         s3.create_bucket(Bucket=BUCKET)

@@ -55,11 +55,11 @@ def db_url(pg_server_url: str) -> Iterator[str]:
     """A fresh, empty database for one test, dropped afterwards."""
     import psycopg
 
-    from spancost import localpg
+    from spancost.db import embedded
 
     name = f"spancost_test_{uuid.uuid4().hex[:10]}"
     admin = _with_dbname(pg_server_url, "postgres")
-    localpg.create_database(admin, name)
+    embedded.create_database(admin, name)
     yield _with_dbname(pg_server_url, name)
     with psycopg.connect(admin, autocommit=True) as conn:
         conn.execute(f'drop database if exists "{name}" with (force)')
@@ -69,13 +69,13 @@ def db_url(pg_server_url: str) -> Iterator[str]:
 def aws_endpoint() -> Iterator[str]:
     from moto.server import ThreadedMotoServer
 
-    from spancost import localaws
+    from spancost.local import endpoints
 
     server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
     server.start()
     host, port = server.get_host_and_port()
     endpoint = f"http://{host}:{port}"
-    localaws.use(endpoint)
+    endpoints.use(endpoint)
     yield endpoint
     server.stop()
 
@@ -97,9 +97,10 @@ def s3(aws_endpoint: str):
 @pytest.fixture(scope="session")
 def pricing_endpoint(aws_endpoint: str) -> Iterator[str]:
     """The local Price List endpoint (moto has none), on 127.0.0.1, via AWS_ENDPOINT_URL_PRICING."""
-    from spancost import demo_billing, pricing_server
+    from spancost.demo import bill
+    from spancost.local import pricing_server
 
-    server, url = pricing_server.start_pricing_server(demo_billing.pricing_catalogue())
+    server, url = pricing_server.start_pricing_server(bill.pricing_catalogue())
     os.environ["AWS_ENDPOINT_URL_PRICING"] = url
     yield url
     os.environ.pop("AWS_ENDPOINT_URL_PRICING", None)

@@ -13,9 +13,10 @@ from datetime import datetime, timedelta
 from typing import Any
 from urllib.parse import quote
 
-from spancost import pipeline, settings, transform
+from spancost import pipeline, settings
 from spancost.errors import ConfigError
 from spancost.settings import utc_time
+from spancost.transform import dbt_build as marts
 
 log = logging.getLogger(__name__)
 
@@ -110,14 +111,12 @@ def dbt_build(context: dict[str, Any]) -> None:
         for name in ("start_time", "end_time")
         if params.get(name)
     }
-    transform.build(
-        database_url(), full_refresh=bool(params.get("full_refresh")), dbt_vars=dbt_vars
-    )
+    marts.build(database_url(), full_refresh=bool(params.get("full_refresh")), dbt_vars=dbt_vars)
 
 
 def refresh_cost_explorer(context: dict[str, Any]) -> dict[str, Any]:
     """Cost Explorer, only when the last good pull is older than the interval (or forced)."""
-    from spancost import aws_requests
+    from spancost.billing import aws_requests
 
     params = context.get("params") or {}
     _, end = interval(context)

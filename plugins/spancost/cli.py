@@ -11,8 +11,11 @@ import uuid
 from collections.abc import Sequence
 from datetime import UTC, datetime, timedelta
 
-from spancost import db, localaws, localpg, report, settings, transform
+from spancost import db, settings
+from spancost.db import embedded
 from spancost.errors import ConfigError, SpancostError
+from spancost.local import endpoints
+from spancost.transform import dbt_build, report
 
 log = logging.getLogger("spancost")
 
@@ -30,7 +33,7 @@ def _s3() -> object:
 def _ce() -> object:
     import boto3
 
-    from spancost import aws_requests
+    from spancost.billing import aws_requests
 
     return boto3.client("ce", region_name="us-east-1", config=aws_requests.client_config())
 
@@ -55,11 +58,11 @@ def _now() -> datetime:
 
 
 def cmd_db(args: argparse.Namespace) -> int:
-    pg = localpg.LocalPostgres(settings.home())
+    pg = embedded.LocalPostgres(settings.home())
     if args.action == "up":
-        print(db.redact(localpg.start(pg)))
+        print(db.redact(embedded.start(pg)))
     elif args.action == "down":
-        print("stopped" if localpg.stop(pg) else "not running")
+        print("stopped" if embedded.stop(pg) else "not running")
     elif args.action == "url":
         print(db.database_url() if args.show_password else db.redact(db.database_url()))
     elif args.action == "init":
@@ -70,11 +73,11 @@ def cmd_db(args: argparse.Namespace) -> int:
 
 
 def cmd_aws(args: argparse.Namespace) -> int:
-    aws = localaws.LocalAws(settings.home())
+    aws = endpoints.LocalAws(settings.home())
     if args.action == "up":
-        print(localaws.start(aws))
+        print(endpoints.start(aws))
     elif args.action == "down":
-        print("stopped" if localaws.stop(aws) else "not running")
+        print("stopped" if endpoints.stop(aws) else "not running")
     return 0
 
 
@@ -97,20 +100,21 @@ def demo_window(day: str | None) -> tuple[datetime, datetime]:
 
 
 def cmd_demo(args: argparse.Namespace) -> int:
-    from spancost import demo, demo_billing, pipeline
+    from spancost import pipeline
+    from spancost.demo import bill, traffic
 
     url = db.database_url()
-    aws = localaws.LocalAws(settings.home())
-    localaws.use(localaws.start(aws), localaws.start_pricing(aws, demo_billing.pricing_catalogue()))
+    aws = endpoints.LocalAws(settings.home())
+    endpoints.use(endpoints.start(aws), endpoints.start_pricing(aws, bill.pricing_catalogue()))
     s3 = _s3()
     buckets = {bucket["Name"] for bucket in s3.list_buckets().get("Buckets", [])}  # type: ignore[attr-defined]
     if DEMO_BUCKET not in buckets:
         s3.create_bucket(Bucket=DEMO_BUCKET)  # type: ignore[attr-defined]
     start, end = demo_window(args.date)
     print(f"generating demo traffic for {start:%Y-%m-%d} (UTC), seed {args.seed} ...")
-    spans = demo.generate_spans(start, end, seed=args.seed, traces_per_hour=args.traces_per_hour)
-    objects = demo.build_objects(spans, prefix=DEMO_PREFIX, seed=args.seed)
-    demo.upload_objects(s3, DEMO_BUCKET, objects)
+    spans = traffic.generate_spans(start, end, seed=args.seed, traces_per_hour=args.traces_per_hour)
+    objects = traffic.build_objects(spans, prefix=DEMO_PREFIX, seed=args.seed)
+    traffic.upload_objects(s3, DEMO_BUCKET, objects)
     print(
         f"uploaded {len(objects)} export objects ({len(spans)} spans) to s3://{DEMO_BUCKET}/{DEMO_PREFIX}/"
     )
@@ -125,20 +129,20 @@ def cmd_demo(args: argparse.Namespace) -> int:
     print(f"ingest: {loaded.summary()}")
 
     # The AWS side: a bill consistent with the spans, an idle endpoint, the price list.
-    demo_billing.create_idle_endpoint(_sagemaker_clients()["us-east-1"])
+    bill.create_idle_endpoint(_sagemaker_clients()["us-east-1"])
     now = _now()
-    demo_billing.preset_cost_explorer(
+    bill.preset_cost_explorer(
         os.environ["AWS_ENDPOINT_URL"],
-        demo_billing.cost_explorer_results(spans, [start.date()], now.date()),
+        bill.cost_explorer_results(spans, [start.date()], now.date()),
     )
     costs = pipeline.refresh_costs(url, _ce(), now)
     print(f"cost explorer: {costs.summary()}")
     prices = pipeline.refresh_prices(url, _pricing(), now)
     print(f"price list: {sum(r.rows_inserted for r in prices)} new prices, {len(prices)} queries")
-    endpoints = pipeline.snapshot_sagemaker(url, _sagemaker_clients(), now)
-    print(f"sagemaker: {sum(r.endpoints for r in endpoints)} endpoints snapshotted")
+    snapshots = pipeline.snapshot_sagemaker(url, _sagemaker_clients(), now)
+    print(f"sagemaker: {sum(r.endpoints for r in snapshots)} endpoints snapshotted")
 
-    transform.build(url)
+    dbt_build.build(url)
     print("dbt build: ok\n")
     print(f"Estimated LLM cost per pipeline, {start:%Y-%m-%d} (UTC):\n")
     print(report.pipeline_costs_table(url))
@@ -193,14 +197,14 @@ def cmd_transform(args: argparse.Namespace) -> int:
         dbt_vars["start_time"] = settings.utc_time(args.start, "--start").isoformat()
     if args.end:
         dbt_vars["end_time"] = settings.utc_time(args.end, "--end").isoformat()
-    transform.build(db.database_url(), full_refresh=args.full_refresh, dbt_vars=dbt_vars)
+    dbt_build.build(db.database_url(), full_refresh=args.full_refresh, dbt_vars=dbt_vars)
     print("dbt build: ok")
     return 0
 
 
 def cmd_docs(args: argparse.Namespace) -> int:
-    transform.run_dbt(db.database_url(), ["docs", "generate"])
-    print(f"dbt docs: {transform.project_dir() / 'target' / 'index.html'}")
+    dbt_build.run_dbt(db.database_url(), ["docs", "generate"])
+    print(f"dbt docs: {dbt_build.project_dir() / 'target' / 'index.html'}")
     return 0
 
 
@@ -211,21 +215,19 @@ def cmd_report(args: argparse.Namespace) -> int:
 
 def cmd_env(args: argparse.Namespace) -> int:
     """Shell exports that point dbt, Airflow and boto3 at spancost's database and services."""
-    from spancost import demo_billing
+    from spancost.demo import bill
 
     url = db.database_url()
     exports = {"SPANCOST_DATABASE_URL": url, **db.dbt_env(url)}
     if not args.db_only:
-        aws = localaws.LocalAws(settings.home())
-        endpoint = localaws.start(aws)
+        aws = endpoints.LocalAws(settings.home())
+        endpoint = endpoints.start(aws)
         exports |= {
-            "AWS_ENDPOINT_URL_PRICING": localaws.start_pricing(
-                aws, demo_billing.pricing_catalogue()
-            ),
+            "AWS_ENDPOINT_URL_PRICING": endpoints.start_pricing(aws, bill.pricing_catalogue()),
             "SPANCOST_HOME": str(settings.home()),
             "AIRFLOW_CONN_SPANCOST_POSTGRES": url,
             "AWS_ENDPOINT_URL": endpoint,
-            **localaws.LOCAL_ENV,
+            **endpoints.LOCAL_ENV,
             "SPANCOST_SPANS_BUCKET": os.environ.get("SPANCOST_SPANS_BUCKET", DEMO_BUCKET),
             "SPANCOST_SPANS_PREFIX": os.environ.get("SPANCOST_SPANS_PREFIX", DEMO_PREFIX),
             "SPANCOST_USER_ID_SALT": os.environ.get("SPANCOST_USER_ID_SALT", DEMO_SALT),

@@ -10,10 +10,10 @@ from datetime import datetime
 from typing import Any
 
 from spancost import db
-from spancost.loader import LoadReport, load_objects
-from spancost.normalize import NormalizeSettings
-from spancost.s3layout import list_objects
 from spancost.settings import Settings
+from spancost.spans.loader import LoadReport, load_objects
+from spancost.spans.normalize import NormalizeSettings
+from spancost.spans.s3layout import list_objects
 
 log = logging.getLogger(__name__)
 
@@ -30,11 +30,11 @@ class GxValidator:
     url: str = field(repr=False)
 
     def __call__(self, rows: Any) -> dict[int, tuple[str, str, str]]:
-        from spancost import validation  # imports great_expectations: slow, so only here
+        from spancost.validation import gx_gate  # imports great_expectations: slow, so only here
 
-        outcome = validation.validate_rows(rows, validation.default_suite_path())
+        outcome = gx_gate.validate_rows(rows, gx_gate.default_suite_path())
         with db.connect(self.url) as conn:
-            validation.record_outcome(conn, run_id=self.run_id, batch=self.batch, outcome=outcome)
+            gx_gate.record_outcome(conn, run_id=self.run_id, batch=self.batch, outcome=outcome)
         return outcome.reasons_by_row()
 
 
@@ -82,7 +82,7 @@ def sagemaker_regions(env: Mapping[str, str] | None = None) -> tuple[str, ...]:
 
 def refresh_costs(url: str, ce_client: Any, now: datetime, *, force: bool = False) -> Any:
     """Pull Cost Explorer when its data is older than the refresh interval (or forced)."""
-    from spancost import cost_explorer
+    from spancost.billing import cost_explorer
 
     with db.connect(url) as conn:
         db.apply_schema(conn)
@@ -94,7 +94,7 @@ def refresh_costs(url: str, ce_client: Any, now: datetime, *, force: bool = Fals
 
 def refresh_prices(url: str, pricing_client: Any, now: datetime, *, force: bool = False) -> Any:
     """Refresh the AWS Price List (daily by default); failures keep the old prices, stale."""
-    from spancost import aws_requests, price_list
+    from spancost.billing import aws_requests, price_list
 
     with db.connect(url) as conn, aws_requests.RequestLogger(url, pricing_client):
         db.apply_schema(conn)
@@ -112,7 +112,7 @@ def refresh_prices(url: str, pricing_client: Any, now: datetime, *, force: bool 
 
 def snapshot_sagemaker(url: str, clients: Mapping[str, Any], now: datetime) -> list[Any]:
     """Snapshot the SageMaker endpoints of each region."""
-    from spancost import aws_requests, sagemaker
+    from spancost.billing import aws_requests, sagemaker
 
     results = []
     with db.connect(url) as conn:

@@ -14,7 +14,7 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 from spancost.errors import ConfigError
-from spancost.normalize import DEFAULT_CONTENT_KEYS
+from spancost.spans.normalize import DEFAULT_CONTENT_KEYS
 
 DEFAULT_PARTITION_FORMAT = "year=%Y/month=%m/day=%d/hour=%H/minute=%M"
 

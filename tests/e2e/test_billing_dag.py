@@ -17,7 +17,7 @@ import boto3
 import psycopg
 import pytest
 
-from spancost import demo, demo_billing
+from spancost.demo import bill, traffic
 
 pytestmark = pytest.mark.e2e
 
@@ -60,13 +60,13 @@ def test_billing_tasks_land_raw_data_and_respect_the_refresh_interval(
     pricing_endpoint: str,
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    spans = demo.generate_spans(DAY + timedelta(hours=9), DAY + timedelta(hours=12), seed=5)
+    spans = traffic.generate_spans(DAY + timedelta(hours=9), DAY + timedelta(hours=12), seed=5)
     expected = expected_bedrock_bill(spans)
     assert expected > 0, "the demo makes Bedrock calls"
-    demo_billing.preset_cost_explorer(
-        aws_endpoint, demo_billing.cost_explorer_results(spans, [DAY.date()], RUN_END.date())
+    bill.preset_cost_explorer(
+        aws_endpoint, bill.cost_explorer_results(spans, [DAY.date()], RUN_END.date())
     )
-    demo_billing.create_idle_endpoint(boto3.client("sagemaker", region_name="us-east-1"))
+    bill.create_idle_endpoint(boto3.client("sagemaker", region_name="us-east-1"))
 
     monkeypatch.setenv("SPANCOST_SPANS_BUCKET", "spans")
     monkeypatch.setenv("SPANCOST_USER_ID_SALT", "e2e")
@@ -102,7 +102,7 @@ def test_billing_tasks_land_raw_data_and_respect_the_refresh_interval(
         idle = conn.execute(
             "select instance_type, current_instance_count from raw.sagemaker_endpoint_snapshots"
             " where endpoint_name = %s",
-            [demo_billing.IDLE_ENDPOINT],
+            [bill.IDLE_ENDPOINT],
         ).fetchall()
     assert pulls == [
         ("ai_services_by_usage_type", "complete"),
@@ -110,14 +110,14 @@ def test_billing_tasks_land_raw_data_and_respect_the_refresh_interval(
     ]
     assert (requests, cost) == (2, Decimal("0.02"))
     assert abs(bedrock - expected) < Decimal("0.000001") * 8  # amounts are sent rounded to 1e-10
-    assert untagged == demo_billing.IDLE_HOURLY_USD * 24
+    assert untagged == bill.IDLE_HOURLY_USD * 24
     assert set(prices) == {
         "AmazonSageMaker",
         "AmazonEC2",
         "AmazonBedrock",
         "AmazonBedrockFoundationModels",
     }
-    assert idle == [(demo_billing.IDLE_INSTANCE, 1)]
+    assert idle == [(bill.IDLE_INSTANCE, 1)]
 
     # Fifteen minutes later: Cost Explorer is fresh, so not one request is made.
     run = dag.test(logical_date=RUN_END + timedelta(minutes=15))

@@ -16,7 +16,8 @@ from pathlib import Path
 import psycopg
 import pytest
 
-from spancost import demo, transform
+from spancost.demo import traffic
+from spancost.transform import dbt_build
 
 pytestmark = pytest.mark.e2e
 
@@ -42,7 +43,7 @@ def prices() -> dict[str, dict[str, Decimal]]:
 
 
 def expected_from_objects(
-    objects: list[demo.DemoObject],
+    objects: list[traffic.DemoObject],
 ) -> tuple[Decimal, int, dict[str, Decimal]]:
     table = prices()
     total, calls, per_pipeline = Decimal(0), 0, {}
@@ -79,9 +80,9 @@ def expected_from_objects(
 def test_ingest_dag_then_dbt_build_gives_the_independent_total(
     s3, db_url: str, airflow_db: None, pricing_endpoint: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    spans = demo.generate_spans(T, T + timedelta(minutes=15), seed=11, traces_per_hour=60)
-    objects = demo.build_objects(spans, prefix=PREFIX, seed=11)
-    demo.upload_objects(s3, "spans", objects)
+    spans = traffic.generate_spans(T, T + timedelta(minutes=15), seed=11, traces_per_hour=60)
+    objects = traffic.build_objects(spans, prefix=PREFIX, seed=11)
+    traffic.upload_objects(s3, "spans", objects)
     in_interval = [obj for obj in objects if obj.upload_time < T + timedelta(minutes=15)]
     late = [obj for obj in objects if obj.upload_time >= T + timedelta(minutes=15)]
     total, calls, per_pipeline = expected_from_objects(in_interval)
@@ -100,7 +101,7 @@ def test_ingest_dag_then_dbt_build_gives_the_independent_total(
     assert (run.data_interval_start, run.data_interval_end) == (T, T + timedelta(minutes=15))
     assert str(run.state) in ("success", "DagRunState.SUCCESS")
 
-    transform.build(db_url)
+    dbt_build.build(db_url)
     with psycopg.connect(db_url) as conn:
         mart_total, mart_calls = conn.execute(
             "select sum(estimated_cost_usd), sum(calls) from marts.agg_pipeline_costs_hourly"
@@ -121,7 +122,7 @@ def test_ingest_dag_then_dbt_build_gives_the_independent_total(
     dag.test(logical_date=T + timedelta(minutes=15))
     run = dag.test(logical_date=T + timedelta(minutes=30))
     assert str(run.state) in ("success", "DagRunState.SUCCESS")
-    transform.build(db_url)
+    dbt_build.build(db_url)
     all_total, all_calls, _ = expected_from_objects(in_interval + late)
     with psycopg.connect(db_url) as conn:
         mart_total, mart_calls = conn.execute(

@@ -14,7 +14,8 @@ from urllib.parse import urlsplit
 import psycopg
 import pytest
 
-from spancost import demo, pipeline
+from spancost import pipeline
+from spancost.demo import traffic
 from spancost.settings import Settings, SpanSource
 from tests.e2e.test_ingest_dag import expected_from_objects
 
@@ -27,9 +28,9 @@ T = datetime(2026, 2, 4, 13, 0, tzinfo=UTC)
 def test_cosmos_transform_dag_builds_the_marts(
     s3, db_url: str, airflow_db: None, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    spans = demo.generate_spans(T, T + timedelta(minutes=30), seed=23, traces_per_hour=40)
-    objects = demo.build_objects(spans, prefix="otel/traces", seed=23)
-    demo.upload_objects(s3, "spans", objects)
+    spans = traffic.generate_spans(T, T + timedelta(minutes=30), seed=23, traces_per_hour=40)
+    objects = traffic.build_objects(spans, prefix="otel/traces", seed=23)
+    traffic.upload_objects(s3, "spans", objects)
     settings = Settings(
         spans=SpanSource(bucket="spans", prefix="otel/traces"), user_id_salt="t", validate=False
     )

@@ -154,7 +154,7 @@ def check_client(client: Any) -> None:
         raise ConfigError(
             f"the {client.meta.service_model.service_name} client retries inside botocore "
             f"(retries={retries!r}), so some billed attempts would go unlogged: create it with "
-            "config=spancost.aws_requests.client_config()"
+            "config=spancost.billing.aws_requests.client_config()"
         )
 
 

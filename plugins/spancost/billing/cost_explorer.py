@@ -5,7 +5,7 @@ window (:func:`windows`) and keeps every pull; staging takes the newest complete
 pull per period. Each CE request costs USD 0.01 (each page is one), so a
 refresh makes no request at all while the last complete pull of a query is
 younger than ``min_interval`` (:func:`refresh_due`), and every attempt is
-logged in ``ops.api_requests`` (:mod:`spancost.aws_requests`).
+logged in ``ops.api_requests`` (:mod:`spancost.billing.aws_requests`).
 
 A pull is one query over one time period. It follows ``NextPageToken`` to the
 end; on ``RequestChangedException`` (the data changed between pages) it starts
@@ -43,8 +43,8 @@ from typing import Any
 import psycopg
 from psycopg.types.json import Jsonb
 
-from spancost import aws_requests
-from spancost.aws_requests import ApiRequestError, RetryPolicy
+from spancost.billing import aws_requests
+from spancost.billing.aws_requests import ApiRequestError, RetryPolicy
 from spancost.errors import ConfigError, InfrastructureError, SpancostError
 
 log = logging.getLogger(__name__)

@@ -9,7 +9,8 @@ from urllib.parse import unquote, urlsplit
 
 import psycopg
 
-from spancost import localpg, settings
+from spancost import settings
+from spancost.db import embedded
 
 log = logging.getLogger(__name__)
 
@@ -19,7 +20,7 @@ def database_url() -> str:
     url = os.environ.get("SPANCOST_DATABASE_URL")
     if url:
         return url
-    return localpg.start(localpg.LocalPostgres(settings.home()))
+    return embedded.start(embedded.LocalPostgres(settings.home()))
 
 
 def connect(url: str, *, autocommit: bool = False) -> psycopg.Connection[tuple[object, ...]]:
@@ -30,7 +31,7 @@ def connect(url: str, *, autocommit: bool = False) -> psycopg.Connection[tuple[o
 
 def schema_files() -> list[str]:
     """The DDL files in ``spancost/sql``: ``schema.sql`` first, then the others by name."""
-    folder = resources.files("spancost").joinpath("sql")
+    folder = resources.files("spancost.db").joinpath("sql")
     names = sorted(entry.name for entry in folder.iterdir() if entry.name.endswith(".sql"))
     return [
         folder.joinpath(name).read_text() for name in sorted(names, key=lambda n: n != "schema.sql")

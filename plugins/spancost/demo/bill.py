@@ -25,7 +25,7 @@ from typing import Any
 
 from opentelemetry.sdk.trace import ReadableSpan
 
-from spancost.cost_explorer import CostExplorerSettings, windows
+from spancost.billing.cost_explorer import CostExplorerSettings, windows
 
 log = logging.getLogger(__name__)
 
@@ -190,7 +190,7 @@ def preset_cost_explorer(endpoint: str, results: Sequence[dict[str, Any]]) -> No
 
 def pricing_catalogue() -> list[dict[str, Any]]:
     """The local Price List endpoint's demo catalogue, plus the idle endpoint's instance."""
-    from spancost import pricing_server
+    from spancost.local import pricing_server
 
     return [
         *pricing_server.demo_catalogue(),

@@ -49,8 +49,13 @@ from opentelemetry.sdk.trace.sampling import ALWAYS_ON
 from opentelemetry.sdk.version import __version__ as SDK_VERSION
 from opentelemetry.trace import NoOpTracer, SpanKind, Status, StatusCode
 
+from spancost.demo.otlp_export import (
+    UNIQUE_MAX,
+    UNIQUE_MIN,
+    encode_export_request,
+    object_key,
+)
 from spancost.errors import SpancostError
-from spancost.otlp_export import UNIQUE_MAX, UNIQUE_MIN, encode_export_request, object_key
 
 log = logging.getLogger(__name__)
 

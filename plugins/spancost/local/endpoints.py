@@ -18,8 +18,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from spancost.db.embedded import free_port, port_open
 from spancost.errors import InfrastructureError
-from spancost.localpg import free_port, port_open
 
 log = logging.getLogger(__name__)
 
@@ -112,7 +112,7 @@ def start_pricing(
         return aws.pricing_endpoint()
     aws.pricing_root.mkdir(parents=True, exist_ok=True)
     port_file.unlink(missing_ok=True)
-    command = [sys.executable, "-m", "spancost.pricing_server", "--port-file", str(port_file)]
+    command = [sys.executable, "-m", "spancost.local.pricing_server", "--port-file", str(port_file)]
     if catalogue is not None:
         catalogue_file = aws.pricing_root / "catalogue.json"
         catalogue_file.write_text(json.dumps(catalogue))

@@ -11,7 +11,7 @@ and ``GetAttributeValues``. Errors are AWS-style: HTTP 4xx/5xx with
 boto3 reaches it with ``client("pricing", endpoint_url=url)`` or through
 ``AWS_ENDPOINT_URL_PRICING`` / ``AWS_ENDPOINT_URL``. Run it in the background::
 
-    python -m spancost.pricing_server --port 0 --port-file .spancost/pricing/port
+    python -m spancost.local.pricing_server --port 0 --port-file .spancost/pricing/port
 
 The prices in :func:`demo_catalogue` have the published shape; the amounts are
 illustrative and not a substitute for the live API.

@@ -30,15 +30,15 @@ import msgspec
 import psycopg
 
 from spancost.errors import BadExport, InfrastructureError
-from spancost.normalize import (
+from spancost.spans.normalize import (
     ROW_COLUMNS,
     Normalizer,
     NormalizeSettings,
     Rejection,
     normalize_object,
 )
-from spancost.otlp import NotJsonLines, decode_line, decompress_stream, numbered_lines
-from spancost.s3layout import S3Object
+from spancost.spans.otlp import NotJsonLines, decode_line, decompress_stream, numbered_lines
+from spancost.spans.s3layout import S3Object
 
 log = logging.getLogger(__name__)
 

@@ -22,7 +22,7 @@ from typing import Any
 
 import msgspec
 
-from spancost.otlp import (
+from spancost.spans.otlp import (
     DEFAULT_MAX_DECOMPRESSED,
     SPAN_KINDS,
     STATUS_CODES,

@@ -9,7 +9,7 @@ messages.
 
 The output is the export requests as typed msgspec structs (not tracked by the
 cyclic garbage collector: they never form cycles, and tracking millions of them
-tripled decoding time). :mod:`spancost.normalize` walks them once, straight into
+tripled decoding time). :mod:`spancost.spans.normalize` walks them once, straight into
 rows: ids, enums and AnyValues are converted there, with the helpers below.
 """
 

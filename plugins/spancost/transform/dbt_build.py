@@ -22,7 +22,7 @@ def project_dir() -> Path:
     configured = os.environ.get("SPANCOST_DBT_PROJECT_DIR")
     if configured:
         return Path(configured).resolve()
-    return Path(__file__).resolve().parents[2] / "dbt"
+    return Path(__file__).resolve().parents[3] / "dbt"
 
 
 def dbt_executable() -> str:

@@ -79,7 +79,7 @@ class ValidationOutcome:
     def reasons_by_row(self) -> dict[int, tuple[str, str, str]]:
         """The first failure of each failing row as (reason, column, value).
 
-        This is the shape of ``spancost.loader.Validator``.
+        This is the shape of ``spancost.spans.loader.Validator``.
         """
         reasons: dict[int, tuple[str, str, str]] = {}
         for failure in self.failures:
@@ -92,7 +92,7 @@ class ValidationOutcome:
 
 def default_suite_path() -> Path:
     """``expectations/otel_spans.json`` of the project checkout (beside ``plugins/``)."""
-    return Path(__file__).resolve().parents[2] / "expectations" / "otel_spans.json"
+    return Path(__file__).resolve().parents[3] / "expectations" / "otel_spans.json"
 
 
 def load_suite(path: Path) -> dict[str, Any]:

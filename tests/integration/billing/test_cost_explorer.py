@@ -21,9 +21,10 @@ import boto3
 import psycopg
 import pytest
 
-from spancost import aws_requests, db
-from spancost.aws_requests import RetryPolicy
-from spancost.cost_explorer import (
+from spancost import db
+from spancost.billing import aws_requests
+from spancost.billing.aws_requests import RetryPolicy
+from spancost.billing.cost_explorer import (
     BEDROCK_EDITION_SUFFIX,
     DEFAULT_AI_SERVICES,
     CostExplorerSettings,

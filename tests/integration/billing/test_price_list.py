@@ -17,9 +17,9 @@ import pytest
 from botocore.config import Config
 
 from spancost import db
-from spancost import price_list as pl
-from spancost import pricing_server as ps
-from spancost.localaws import LOCAL_ENV
+from spancost.billing import price_list as pl
+from spancost.local import pricing_server as ps
+from spancost.local.endpoints import LOCAL_ENV
 
 pytestmark = pytest.mark.integration
 
@@ -429,7 +429,7 @@ def test_the_endpoint_runs_as_a_background_process(
         [
             sys.executable,
             "-m",
-            "spancost.pricing_server",
+            "spancost.local.pricing_server",
             "--port",
             "0",
             "--port-file",

@@ -16,7 +16,7 @@ import pytest
 from botocore.config import Config
 
 from spancost import db
-from spancost import sagemaker as sm
+from spancost.billing import sagemaker as sm
 from spancost.errors import InfrastructureError
 
 pytestmark = pytest.mark.integration

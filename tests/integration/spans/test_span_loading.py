@@ -213,9 +213,9 @@ def test_great_expectations_gate_keeps_failing_rows_aside(s3, db_url: str) -> No
 def test_small_batches_load_the_same_rows(s3, db_url: str) -> None:
     """Batches are cut by object count; every object still commits whole, once."""
     from spancost import db
-    from spancost.loader import load_objects
-    from spancost.normalize import NormalizeSettings
-    from spancost.s3layout import list_objects
+    from spancost.spans.loader import load_objects
+    from spancost.spans.normalize import NormalizeSettings
+    from spancost.spans.s3layout import list_objects
 
     rng = random.Random(8)
     for minute in range(5):
@@ -244,9 +244,9 @@ def test_each_object_commits_alone_so_a_later_failure_keeps_the_earlier_ones(
     are already committed, each in its own transaction, and stay loaded."""
     from spancost import db
     from spancost.errors import InfrastructureError
-    from spancost.loader import load_objects
-    from spancost.normalize import NormalizeSettings
-    from spancost.s3layout import list_objects
+    from spancost.spans.loader import load_objects
+    from spancost.spans.normalize import NormalizeSettings
+    from spancost.spans.s3layout import list_objects
 
     rng = random.Random(12)
     for minute in range(3):
@@ -263,8 +263,8 @@ def test_each_object_commits_alone_so_a_later_failure_keeps_the_earlier_ones(
 
 def test_the_loader_refuses_a_connection_that_would_nest_every_object(s3, db_url: str) -> None:
     from spancost import db
-    from spancost.loader import load_objects
-    from spancost.normalize import NormalizeSettings
+    from spancost.spans.loader import load_objects
+    from spancost.spans.normalize import NormalizeSettings
 
     with db.connect(db_url) as conn, pytest.raises(ValueError, match="autocommit"):
         load_objects(conn, s3, [], NormalizeSettings(user_id_salt="s"))
@@ -273,9 +273,9 @@ def test_the_loader_refuses_a_connection_that_would_nest_every_object(s3, db_url
 def test_worker_processes_load_exactly_what_one_process_loads(s3, db_url: str) -> None:
     """Objects prepared in two worker processes land as the same rows, each once."""
     from spancost import db
-    from spancost.loader import load_objects
-    from spancost.normalize import NormalizeSettings
-    from spancost.s3layout import list_objects
+    from spancost.spans.loader import load_objects
+    from spancost.spans.normalize import NormalizeSettings
+    from spancost.spans.s3layout import list_objects
 
     rng = random.Random(13)
     for minute in range(6):

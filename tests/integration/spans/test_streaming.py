@@ -18,10 +18,10 @@ import pytest
 import zstandard
 
 from spancost import db, pipeline
-from spancost.loader import load_objects
-from spancost.normalize import NormalizeSettings
-from spancost.s3layout import list_objects
 from spancost.settings import SpanSource
+from spancost.spans.loader import load_objects
+from spancost.spans.normalize import NormalizeSettings
+from spancost.spans.s3layout import list_objects
 from tests.otlp_factory import key, llm_span
 
 pytestmark = pytest.mark.integration
@@ -161,7 +161,7 @@ def test_spans_on_days_without_a_partition_make_the_stream_start_over(
     requests = [request([llm_span(rng, day) for _ in range(30)]) for day in days]
     put(s3, gzip.compress(json_lines(requests)), 100000005)
 
-    with caplog.at_level(logging.INFO, logger="spancost.loader"):
+    with caplog.at_level(logging.INFO, logger="spancost.spans.loader"):
         report = load(s3, db_url)
     assert report.count("loaded") == 1 and report.spans == 90
     restarts = [record.getMessage() for record in caplog.records if "again" in record.getMessage()]

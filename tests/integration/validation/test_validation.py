@@ -17,7 +17,7 @@ import psycopg
 import pytest
 
 from spancost import db
-from spancost.validation import (
+from spancost.validation.gx_gate import (
     SuiteError,
     ValidationOutcome,
     default_suite_path,
@@ -28,7 +28,7 @@ from spancost.validation import (
 
 pytestmark = pytest.mark.integration
 
-REPO = Path(__file__).resolve().parents[2]
+REPO = Path(__file__).resolve().parents[3]
 SUITE = REPO / "expectations" / "otel_spans.json"
 T0 = datetime(2026, 1, 5, 10, 0, tzinfo=UTC)
 
@@ -200,7 +200,7 @@ def test_valid_batch_passes(valid: ValidationOutcome) -> None:
 def test_empty_batch_passes_without_importing_great_expectations() -> None:
     script = (
         "import sys, pathlib\n"
-        "from spancost.validation import validate_rows\n"
+        "from spancost.validation.gx_gate import validate_rows\n"
         f"outcome = validate_rows([], pathlib.Path({str(SUITE)!r}))\n"
         "assert outcome.success and outcome.rows_checked == 0 and outcome.failures == ()\n"
         "assert 'great_expectations' not in sys.modules, 'imported GX'\n"

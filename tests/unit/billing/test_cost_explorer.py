@@ -10,9 +10,9 @@ from decimal import Decimal
 import boto3
 import pytest
 
-from spancost import aws_requests
-from spancost.aws_requests import RetryPolicy
-from spancost.cost_explorer import (
+from spancost.billing import aws_requests
+from spancost.billing.aws_requests import RetryPolicy
+from spancost.billing.cost_explorer import (
     BEDROCK_EDITION_SUFFIX,
     BadCostResponse,
     CeQuery,

@@ -8,8 +8,8 @@ from decimal import Decimal
 
 import pytest
 
-from spancost import price_list as pl
-from spancost import pricing_server as ps
+from spancost.billing import price_list as pl
+from spancost.local import pricing_server as ps
 from tests.conftest import realworld
 
 pytestmark = pytest.mark.unit

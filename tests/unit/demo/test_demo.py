@@ -17,8 +17,14 @@ from opentelemetry.sdk.trace import ReadableSpan, TracerProvider
 from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 
-from spancost.demo import DemoError, DemoObject, build_objects, generate_spans, upload_objects
-from spancost.otlp_export import ExportEncodingError, encode_export_request, object_key
+from spancost.demo.otlp_export import ExportEncodingError, encode_export_request, object_key
+from spancost.demo.traffic import (
+    DemoError,
+    DemoObject,
+    build_objects,
+    generate_spans,
+    upload_objects,
+)
 
 pytestmark = pytest.mark.unit
 

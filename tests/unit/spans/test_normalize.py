@@ -9,7 +9,7 @@ from typing import Any
 
 import pytest
 
-from spancost.normalize import (
+from spancost.spans.normalize import (
     NormalizeSettings,
     Rejection,
     hash_user_id,
@@ -257,6 +257,6 @@ def test_rule_breaking_rows_are_rejected_with_a_reason(
 
 
 def test_row_keys_are_in_copy_column_order() -> None:
-    from spancost.normalize import ROW_COLUMNS
+    from spancost.spans.normalize import ROW_COLUMNS
 
     assert tuple(row({"gen_ai.request.model": "m"})) == ROW_COLUMNS

@@ -11,8 +11,8 @@ import pytest
 import zstandard
 
 from spancost.errors import BadExport
-from spancost.normalize import Normalized, NormalizeSettings, normalize_object
-from spancost.otlp import decode_object, normalize_id
+from spancost.spans.normalize import Normalized, NormalizeSettings, normalize_object
+from spancost.spans.otlp import decode_object, normalize_id
 from tests.conftest import SHARED_REALWORLD, realworld
 
 pytestmark = pytest.mark.unit

@@ -7,8 +7,8 @@ from datetime import UTC, datetime, timedelta
 import pytest
 
 from spancost.errors import ConfigError
-from spancost.s3layout import is_trace_export, partitions
 from spancost.settings import SpanSource
+from spancost.spans.s3layout import is_trace_export, partitions
 
 pytestmark = pytest.mark.unit
 
@@ -57,7 +57,7 @@ def test_only_trace_exports_are_picked() -> None:
 
 
 def test_a_day_of_minute_partitions_is_listed_hour_by_hour() -> None:
-    from spancost.s3layout import listing_plan
+    from spancost.spans.s3layout import listing_plan
 
     source = SpanSource(bucket="b", prefix="otel", lateness=timedelta(0))
     start = datetime(2026, 3, 7, tzinfo=UTC)
@@ -72,7 +72,7 @@ def test_a_day_of_minute_partitions_is_listed_hour_by_hour() -> None:
 
 
 def test_a_short_interval_lists_its_partitions_exactly() -> None:
-    from spancost.s3layout import listing_plan
+    from spancost.spans.s3layout import listing_plan
 
     source = SpanSource(bucket="b", prefix="otel", lateness=timedelta(0))
     start = datetime(2026, 3, 7, 5, 59, tzinfo=UTC)

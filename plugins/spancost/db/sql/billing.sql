@@ -1,4 +1,4 @@
--- Billing sources: the AWS API request log and Cost Explorer results (spancost.cost_explorer).
+-- Billing sources: the AWS API request log and Cost Explorer results (spancost.billing.cost_explorer).
 -- Idempotent; applied after schema.sql by db.apply_schema.
 
 -- One row per AWS request attempt as sent (retries and throttled attempts included).

@@ -1,0 +1,1 @@
+"""Billing sources: Cost Explorer, the AWS Price List, SageMaker endpoints, the AWS request log."""

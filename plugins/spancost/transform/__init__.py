@@ -1,0 +1,1 @@
+"""The dbt project run (``dbt build``) and the report read back from the marts."""

@@ -1,0 +1,1 @@
+"""Validation of landed data with Great Expectations (imported only where it validates)."""
