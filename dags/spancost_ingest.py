@@ -18,11 +18,14 @@ Every 15 minutes, loads the OpenTelemetry trace exports that the Collector's
   `SPANCOST_STREAM_OBJECT_BYTES` (8 MiB) or more are streamed in chunks inside
   their one transaction, so a 1 GB JSON Lines file never sits in memory.
   Figures: `bench/RESULTS.md`.
-* **Bad input:** an object that cannot be decoded is *quarantined* (manifest
-  status and reason); a span that breaks a rule, or fails the Great
-  Expectations suite `expectations/otel_spans.json`, goes to
-  `ops.rejected_spans` with the reason. The rest loads; the task fails only on
-  infrastructure errors.
+* **Bad input:** an object that cannot be decoded, that makes any step raise,
+  or whose worker process dies on it twice, is *quarantined*: the manifest
+  `raw.s3_objects` keeps its status, reason, `error_type` and `error_location`
+  (line and column, or JSON path), and later runs skip it. A span that breaks a
+  rule, or fails the Great Expectations suite `expectations/otel_spans.json`,
+  goes to `ops.rejected_spans` with the reason. Values changed to be storable
+  (NUL, invalid UTF-8, NaN) are counted in the manifest's `changes`. The rest
+  loads; the task fails only when S3 or Postgres fail.
 * **Backfill:** trigger with params `start` and `end` (ISO 8601, UTC), or use
   Airflow's backfill; a run always reads its own interval, never "now".
 * **Connections:** `spancost_postgres` (Postgres) and `aws_default` (AWS; the

@@ -14,7 +14,16 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 from spancost.errors import ConfigError
-from spancost.spans.normalize import DEFAULT_CONTENT_KEYS
+from spancost.spans.normalize import (
+    DEFAULT_CONTENT_KEYS,
+    DEFAULT_MAX_ATTRIBUTES,
+    DEFAULT_MAX_SPANS_PER_OBJECT,
+)
+from spancost.spans.otlp import (
+    DEFAULT_MAX_ATTRIBUTE_DEPTH,
+    DEFAULT_MAX_COMPRESSION_RATIO,
+    MAX_ATTRIBUTE_DEPTH,
+)
 
 DEFAULT_PARTITION_FORMAT = "year=%Y/month=%m/day=%d/hour=%H/minute=%M"
 
@@ -44,7 +53,11 @@ class Settings:
     user_id_salt: str = field(repr=False)
     content_keys: tuple[str, ...] = DEFAULT_CONTENT_KEYS
     max_attribute_bytes: int = 64 * 1024
+    max_attribute_depth: int = DEFAULT_MAX_ATTRIBUTE_DEPTH
+    max_attributes: int = DEFAULT_MAX_ATTRIBUTES
+    max_spans_per_object: int = DEFAULT_MAX_SPANS_PER_OBJECT
     max_decompressed_bytes: int = 1 << 30
+    max_compression_ratio: int = DEFAULT_MAX_COMPRESSION_RATIO
     stream_object_bytes: int = 8 << 20
     stream_chunk_bytes: int = 16 << 20
     load_workers: int = 0
@@ -103,6 +116,11 @@ def from_env(env: Mapping[str, str] | None = None) -> Settings:
     extra_content = tuple(
         key.strip() for key in env.get("SPANCOST_CONTENT_ATTRIBUTES", "").split(",") if key.strip()
     )
+    depth = _int(env, "SPANCOST_MAX_ATTRIBUTE_DEPTH", DEFAULT_MAX_ATTRIBUTE_DEPTH)
+    if not 1 <= depth <= MAX_ATTRIBUTE_DEPTH:
+        raise ConfigError(
+            f"SPANCOST_MAX_ATTRIBUTE_DEPTH must be between 1 and {MAX_ATTRIBUTE_DEPTH}, got {depth}"
+        )
     return Settings(
         spans=SpanSource(
             bucket=bucket,
@@ -116,7 +134,15 @@ def from_env(env: Mapping[str, str] | None = None) -> Settings:
         user_id_salt=salt,
         content_keys=DEFAULT_CONTENT_KEYS + extra_content,
         max_attribute_bytes=_int(env, "SPANCOST_MAX_ATTRIBUTE_BYTES", 64 * 1024),
+        max_attribute_depth=depth,
+        max_attributes=_int(env, "SPANCOST_MAX_ATTRIBUTES", DEFAULT_MAX_ATTRIBUTES),
+        max_spans_per_object=_int(
+            env, "SPANCOST_MAX_SPANS_PER_OBJECT", DEFAULT_MAX_SPANS_PER_OBJECT
+        ),
         max_decompressed_bytes=_int(env, "SPANCOST_MAX_DECOMPRESSED_BYTES", 1 << 30),
+        max_compression_ratio=_int(
+            env, "SPANCOST_MAX_COMPRESSION_RATIO", DEFAULT_MAX_COMPRESSION_RATIO
+        ),
         stream_object_bytes=_int(env, "SPANCOST_STREAM_OBJECT_BYTES", 8 << 20),
         stream_chunk_bytes=_int(env, "SPANCOST_STREAM_CHUNK_BYTES", 16 << 20),
         load_workers=_int(env, "SPANCOST_LOAD_WORKERS", default_load_workers()),

@@ -56,3 +56,26 @@ def test_the_default_worker_count_follows_the_cpus_but_stays_bounded(
     monkeypatch.setattr(os, "cpu_count", lambda: 2)
     assert default_load_workers() == 2
     assert from_env({"SPANCOST_SPANS_BUCKET": "b", "SPANCOST_USER_ID_SALT": "s"}).load_workers == 2
+
+
+def test_input_limits_come_from_the_environment() -> None:
+    from spancost.errors import ConfigError
+    from spancost.settings import from_env
+
+    base = {"SPANCOST_SPANS_BUCKET": "b", "SPANCOST_USER_ID_SALT": "s"}
+    defaults = from_env(base)
+    assert (defaults.max_attribute_depth, defaults.max_attributes) == (32, 1024)
+    assert (defaults.max_spans_per_object, defaults.max_compression_ratio) == (1_000_000, 100)
+    custom = from_env(
+        {
+            **base,
+            "SPANCOST_MAX_ATTRIBUTE_DEPTH": "8",
+            "SPANCOST_MAX_ATTRIBUTES": "64",
+            "SPANCOST_MAX_SPANS_PER_OBJECT": "10",
+            "SPANCOST_MAX_COMPRESSION_RATIO": "0",
+        }
+    )
+    assert (custom.max_attribute_depth, custom.max_attributes) == (8, 64)
+    assert (custom.max_spans_per_object, custom.max_compression_ratio) == (10, 0)
+    with pytest.raises(ConfigError, match="SPANCOST_MAX_ATTRIBUTE_DEPTH"):
+        from_env({**base, "SPANCOST_MAX_ATTRIBUTE_DEPTH": "500"})

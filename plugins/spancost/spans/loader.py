@@ -13,15 +13,17 @@ from __future__ import annotations
 import collections
 import contextlib
 import gc
-import json
 import logging
 import multiprocessing
 import os
 import queue
+import re
 import threading
 import time
+from collections import Counter
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from concurrent.futures import Future, ProcessPoolExecutor
+from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass, field
 from datetime import date, timedelta
 from typing import Any
@@ -37,7 +39,13 @@ from spancost.spans.normalize import (
     Rejection,
     normalize_object,
 )
-from spancost.spans.otlp import NotJsonLines, decode_line, decompress_stream, numbered_lines
+from spancost.spans.otlp import (
+    NotJsonLines,
+    decode_line,
+    decompress_stream,
+    expansion_limit,
+    numbered_lines,
+)
 from spancost.spans.s3layout import S3Object
 
 log = logging.getLogger(__name__)
@@ -46,12 +54,14 @@ Conn = psycopg.Connection[Any]
 
 COLUMNS: tuple[str, ...] = ("source_bucket", "source_key", *ROW_COLUMNS)
 _COPY_SQL = f"copy raw.otel_spans ({', '.join(COLUMNS)}) from stdin"
+NUL_REPLACED = "nul_replaced"  # counted in changes: NUL cannot be stored in text or jsonb
 
 
 # A validator gets the rows of a batch and returns {row index: reason} for the rows it rejects.
 @dataclass(frozen=True)
 class _Options:
     max_decompressed: int
+    max_ratio: int
     validator: Validator | None
     batch_size: int
     batch_bytes: int
@@ -73,6 +83,29 @@ class PreparedObject:
     copy_text: str | None = None  # the rows as COPY text, made ahead of the commit
     spans: int = 0  # rows sealed into copy_text
     days: set[str] = field(default_factory=set)  # UTC days (YYYY-MM-DD) the rows start on
+    error_type: str | None = None  # with quarantine_reason: the error underneath
+    error_location: str | None = None  # with quarantine_reason: line, column or JSON path
+    changes: Counter[str] = field(default_factory=Counter)  # values changed, by kind
+    duplicates: int = 0  # rows whose trace and span id an earlier row of the object has
+    span_keys: list[int] | None = None  # a streamed chunk's ids, for duplicates across chunks
+
+    def quarantine(self, reason: str, error_type: str, location: str | None = None) -> None:
+        """Nothing of the object lands: the manifest row keeps the reason."""
+        self.quarantine_reason = reason
+        self.error_type = error_type
+        self.error_location = location
+        self.rows, self.rejections, self.copy_text, self.spans = [], [], None, 0
+        self.days, self.duplicates, self.span_keys = set(), 0, None
+
+    def quarantine_for(self, exc: BaseException, stage: str) -> None:
+        """Quarantine for an error that one object's content caused (never S3 or Postgres)."""
+        if isinstance(exc, BadExport):
+            self.quarantine(str(exc), exc.error_type, exc.location)
+        else:
+            self.quarantine(
+                f"{self.obj.key}: {type(exc).__name__} while {stage}: {exc}"[:2000],
+                type(exc).__name__,
+            )
 
     def seal(self) -> None:
         """Encode the rows as COPY text and keep only what the commit needs.
@@ -83,7 +116,9 @@ class PreparedObject:
         self.spans = len(self.rows)
         self.days = {row["start_time"][:10] for row in self.rows}
         self.copy_text = (
-            encode_rows(self.obj.bucket, self.obj.key, self.rows) if self.rows else None
+            encode_rows(self.obj.bucket, self.obj.key, self.rows, self.changes)
+            if self.rows
+            else None
         )
         self.rows = []
 
@@ -95,6 +130,8 @@ class ObjectResult:
     spans: int = 0
     rejected: int = 0
     reason: str | None = None
+    duplicates: int = 0
+    changed: int = 0
 
 
 @dataclass(frozen=True)
@@ -112,6 +149,10 @@ class LoadReport:
     def rejected(self) -> int:
         return sum(result.rejected for result in self.objects)
 
+    @property
+    def duplicates(self) -> int:
+        return sum(result.duplicates for result in self.objects)
+
     def summary(self) -> dict[str, int]:
         return {
             "objects_loaded": self.count("loaded"),
@@ -119,6 +160,8 @@ class LoadReport:
             "objects_quarantined": self.count("quarantined"),
             "spans_loaded": self.spans,
             "spans_rejected": self.rejected,
+            "spans_duplicated": self.duplicates,
+            "values_changed": sum(result.changed for result in self.objects),
         }
 
 
@@ -163,18 +206,51 @@ def gc_paused() -> Iterator[None]:
 
 
 def prepare(
-    obj: S3Object, data: bytes, etag: str, settings: NormalizeSettings, max_decompressed: int
+    obj: S3Object,
+    data: bytes,
+    etag: str,
+    settings: NormalizeSettings,
+    max_decompressed: int,
+    max_ratio: int = 0,
 ) -> PreparedObject:
-    """Decode and normalise one object; a decode failure quarantines it whole."""
+    """Decode and normalise one object; any failure its content causes quarantines it whole.
+
+    Not only BadExport: whatever the decoder or the normaliser raise on one
+    object (RecursionError, MemoryError, a bug meeting an input never seen)
+    must not stop the objects after it.
+    """
     prepared = PreparedObject(obj=obj, etag=etag)
     try:
-        normalized = normalize_object(obj.key, data, settings, limit=max_decompressed)
-    except BadExport as exc:
-        prepared.quarantine_reason = str(exc)
+        limit = expansion_limit(len(data), max_decompressed, max_ratio)
+        normalized = normalize_object(obj.key, data, settings, limit=limit)
+    except Exception as exc:
+        prepared.quarantine_for(exc, "decoding")
         return prepared
     prepared.rows = normalized.rows
     prepared.rejections = normalized.rejections
+    prepared.changes = normalized.changes
+    prepared.duplicates = count_duplicates(normalized.rows)
     return prepared
+
+
+def count_duplicates(rows: Sequence[dict[str, Any]]) -> int:
+    """Rows that repeat the trace and span id of an earlier row."""
+    return len(rows) - len({(row["trace_id"], row["span_id"]) for row in rows})
+
+
+def span_key(row: dict[str, Any]) -> int:
+    """A compact key of a row's ids, to find duplicates across a streamed object's chunks."""
+    return int(row["trace_id"][16:], 16) << 64 | int(row["span_id"], 16)
+
+
+def infrastructure(exc: BaseException) -> bool:
+    """S3, Postgres or the machine failed: the run must stop and retry, not quarantine.
+
+    Postgres refusing a value (a DataError) is the input's fault, not the server's.
+    """
+    if isinstance(exc, InfrastructureError):
+        return True
+    return isinstance(exc, psycopg.Error) and not isinstance(exc, psycopg.DataError)
 
 
 def apply_validator(batch: Sequence[PreparedObject], validator: Validator) -> None:
@@ -231,21 +307,38 @@ def _json(value: Any) -> str:
 
 
 # COPY text format: backslash, tab, newline and carriage return are escaped. NUL
-# cannot be stored in text or jsonb at all; it becomes U+FFFD instead of failing the object.
+# cannot be stored in text or jsonb at all; it becomes U+FFFD instead of failing the object,
+# and each one is counted in the object's changes.
 _ESCAPES = str.maketrans({"\\": "\\\\", "\t": "\\t", "\n": "\\n", "\r": "\\r", "\0": "\ufffd"})
+# A JSON escape of NUL: \u0000 after an even number of backslashes (an odd number means
+# the backslash itself is escaped and the text is a literal "\u0000").
+_JSON_NUL = re.compile(r"(?<!\\)((?:\\\\)*)\\u0000")
 
 
-def _copy_text(value: str) -> str:
+def _copy_text(value: str, changes: Counter[str] | None = None) -> str:
     if "\\" in value or "\t" in value or "\n" in value or "\r" in value or "\0" in value:
+        if changes is not None and "\0" in value:
+            changes[NUL_REPLACED] += value.count("\0")
         return value.translate(_ESCAPES)
     return value
 
 
-def _copy_json(value: Any) -> str:
+def storable_json(value: Any, changes: Counter[str] | None = None) -> str:
+    """JSON text Postgres stores as jsonb: NUL escapes become U+FFFD (and are counted)."""
     text = _json(value)  # JSON text has no raw control characters, only backslash escapes
     if "\\u0000" in text:
-        text = text.replace("\\u0000", "\\ufffd")
-    return text.replace("\\", "\\\\")
+        text, replaced = _JSON_NUL.subn(r"\1\\ufffd", text)
+        if changes is not None:
+            changes[NUL_REPLACED] += replaced
+    return text
+
+
+def storable_text(value: str) -> str:
+    return value.replace("\0", "\ufffd")
+
+
+def _copy_json(value: Any, changes: Counter[str] | None = None) -> str:
+    return storable_json(value, changes).replace("\\", "\\\\")
 
 
 _HEAD = len(ROW_COLUMNS) - 4  # the columns before events, links, attributes, resource_attributes
@@ -253,14 +346,18 @@ _HEAD_TABS = _HEAD + 1  # bucket, key, then the head columns
 _NULL = "\\N"
 
 
-def _slow_head(values: Sequence[Any]) -> str:
+def _slow_head(values: Sequence[Any], changes: Counter[str] | None) -> str:
     return "\t".join(
-        "\\N" if value is None else _copy_text(value if value.__class__ is str else str(value))
+        "\\N"
+        if value is None
+        else _copy_text(value if value.__class__ is str else str(value), changes)
         for value in values
     )
 
 
-def encode_rows(bucket: str, key: str, rows: Sequence[dict[str, Any]]) -> str:
+def encode_rows(
+    bucket: str, key: str, rows: Sequence[dict[str, Any]], changes: Counter[str] | None = None
+) -> str:
     """The rows as COPY text: source bucket and key, then ROW_COLUMNS in order.
 
     Written by hand rather than by ``Copy.write_row``: this is the hot loop. The
@@ -288,20 +385,20 @@ def encode_rows(bucket: str, key: str, rows: Sequence[dict[str, Any]]) -> str:
             or "\r" in head
             or head.count("\0") != texts.count("\0")
         ):
-            head = _slow_head(head_values)
+            head = _slow_head(head_values, changes)
         else:
             head = head.replace("\0", "\\N")
         events, links, attributes, resource = values[_HEAD:]
         encoded = resources.get(id(resource))
         if encoded is None:
-            encoded = resources[id(resource)] = _copy_json(resource)
+            encoded = resources[id(resource)] = _copy_json(resource, changes)
         lines.append(
             "\t".join(
                 (
                     head,
-                    _NULL if events is None else _copy_json(events),
-                    _NULL if links is None else _copy_json(links),
-                    _copy_json(attributes),
+                    _NULL if events is None else _copy_json(events, changes),
+                    _NULL if links is None else _copy_json(links, changes),
+                    _copy_json(attributes, changes),
                     encoded,
                 )
             )
@@ -351,26 +448,38 @@ def _write(conn: Conn, obj: S3Object, prepared: PreparedObject) -> None:
                 (
                     obj.bucket,
                     obj.key,
-                    rejection.trace_id,
-                    rejection.span_id,
-                    rejection.reason,
-                    rejection.field,
-                    rejection.value,
-                    json.dumps(rejection.span, default=str),
+                    rejection.trace_id and storable_text(rejection.trace_id),
+                    rejection.span_id and storable_text(rejection.span_id),
+                    storable_text(rejection.reason),
+                    storable_text(rejection.field),
+                    storable_text(rejection.value),
+                    storable_json(rejection.span),
                 )
                 for rejection in prepared.rejections
             ],
         )
 
 
-def _record(conn: Conn, obj: S3Object, etag: str, result: ObjectResult) -> ObjectResult:
+def _record(
+    conn: Conn,
+    obj: S3Object,
+    etag: str,
+    result: ObjectResult,
+    *,
+    error_type: str | None = None,
+    error_location: str | None = None,
+    changes: Counter[str] | None = None,
+) -> ObjectResult:
     """Write the object's manifest row (same transaction as its rows)."""
+    counted = {kind: count for kind, count in sorted((changes or {}).items()) if count}
+    result = ObjectResult(**{**result.__dict__, "changed": sum(counted.values())})
     conn.execute(
         """
         insert into raw.s3_objects
             (bucket, key, etag, size_bytes, last_modified, partition_time,
-             status, reason, span_count, rejected_count, loaded_at)
-        values (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, now())
+             status, reason, span_count, rejected_count, loaded_at,
+             error_type, error_location, duplicate_count, changed_count, changes)
+        values (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, now(), %s, %s, %s, %s, %s)
         on conflict (bucket, key) do update set
             etag = excluded.etag,
             size_bytes = excluded.size_bytes,
@@ -380,7 +489,12 @@ def _record(conn: Conn, obj: S3Object, etag: str, result: ObjectResult) -> Objec
             reason = excluded.reason,
             span_count = excluded.span_count,
             rejected_count = excluded.rejected_count,
-            loaded_at = excluded.loaded_at
+            loaded_at = excluded.loaded_at,
+            error_type = excluded.error_type,
+            error_location = excluded.error_location,
+            duplicate_count = excluded.duplicate_count,
+            changed_count = excluded.changed_count,
+            changes = excluded.changes
         """,
         [
             obj.bucket,
@@ -390,14 +504,36 @@ def _record(conn: Conn, obj: S3Object, etag: str, result: ObjectResult) -> Objec
             obj.last_modified,
             obj.partition_time,
             result.status,
-            result.reason,
+            result.reason and storable_text(result.reason),
             result.spans,
             result.rejected,
+            error_type,
+            error_location and storable_text(error_location),
+            result.duplicates,
+            result.changed,
+            storable_json(counted) if counted else None,
         ],
     )
     if result.status == "quarantined":
         log.warning("quarantined s3://%s/%s: %s", obj.bucket, obj.key, result.reason)
+    if result.duplicates:
+        log.warning(
+            "s3://%s/%s repeats %d spans (same trace and span id); dbt reads each once",
+            obj.bucket,
+            obj.key,
+            result.duplicates,
+        )
     return result
+
+
+def _refused(obj: S3Object, exc: psycopg.DataError) -> tuple[str, str | None]:
+    """Why Postgres refused an object's rows, and where (its COPY line and column)."""
+    primary = exc.diag.message_primary or str(exc)
+    context = exc.diag.context
+    where = context.splitlines()[0] if context else None
+    return f"{obj.key}: Postgres refused a value: {primary}" + (
+        f" ({where})" if where else ""
+    ), where
 
 
 def commit_object(conn: Conn, prepared: PreparedObject) -> ObjectResult:
@@ -406,7 +542,12 @@ def commit_object(conn: Conn, prepared: PreparedObject) -> ObjectResult:
     with conn.transaction():
         if not _claim(conn, obj, prepared.etag):
             return ObjectResult(key=obj.key, status="skipped")
-        _write(conn, obj, prepared)
+        try:
+            with conn.transaction():  # a savepoint: a refused value quarantines the object
+                _write(conn, obj, prepared)
+        except psycopg.DataError as exc:
+            reason, where = _refused(obj, exc)
+            prepared.quarantine(reason, type(exc).__name__, where)
         return _record(
             conn,
             obj,
@@ -417,7 +558,11 @@ def commit_object(conn: Conn, prepared: PreparedObject) -> ObjectResult:
                 spans=prepared.spans,
                 rejected=len(prepared.rejections),
                 reason=prepared.quarantine_reason,
+                duplicates=prepared.duplicates,
             ),
+            error_type=prepared.error_type,
+            error_location=prepared.error_location,
+            changes=prepared.changes,
         )
 
 
@@ -459,27 +604,121 @@ def prepare_lines(
 
     Runs in a worker process (or in the loading thread when there are no
     workers); a line that is not a trace export raises BadExport naming it.
+    The chunk keeps its rows' id keys, for duplicates across chunks.
     """
-    requests = [decode_line(line, number, obj.key) for number, line in lines]
+    normalizer = Normalizer(settings)
+    requests = [
+        decode_line(line, number, obj.key, changes=normalizer.changes) for number, line in lines
+    ]
     with gc_paused():
-        normalized = Normalizer(settings).normalize(requests)
+        normalized = normalizer.normalize(requests, where=obj.key)
     part = PreparedObject(
-        obj=obj, etag=etag, rows=normalized.rows, rejections=normalized.rejections
+        obj=obj,
+        etag=etag,
+        rows=normalized.rows,
+        rejections=normalized.rejections,
+        changes=normalized.changes,
+        span_keys=[span_key(row) for row in normalized.rows],
     )
     (sealed,) = _validate_and_seal([part], validator)
+    if sealed.quarantine_reason is not None:
+        raise BadExport(
+            sealed.quarantine_reason,
+            location=sealed.error_location,
+            error_type=sealed.error_type,
+        )
     return sealed
 
 
-def _run(pool: ProcessPoolExecutor | None, task: Callable[..., Any], *args: Any) -> Future[Any]:
-    """``task(*args)`` in a worker process, or here when there is no pool."""
-    if pool is not None:
-        return pool.submit(task, *args)
+class _Workers:
+    """The worker processes, renewed when one dies (a segfault, the OOM killer).
+
+    A dead worker breaks the whole pool: every future in it fails with
+    BrokenProcessPool. The loader then renews the pool and prepares the
+    objects of each failed batch again, one at a time, in a separate
+    one-process pool, so an object that kills its worker is found and
+    quarantined while the others load.
+    """
+
+    def __init__(self, count: int) -> None:
+        self.count = count
+        self._lock = threading.Lock()
+        self._pool: ProcessPoolExecutor | None = None
+        self._isolation: ProcessPoolExecutor | None = None
+        self.generation = 0
+
+    @staticmethod
+    def _new(count: int) -> ProcessPoolExecutor:
+        return ProcessPoolExecutor(
+            count,
+            mp_context=multiprocessing.get_context("spawn"),
+            initializer=_watch_parent,
+            initargs=(os.getpid(),),
+        )
+
+    def submit(self, task: Callable[..., Any], *args: Any) -> tuple[Future[Any], int]:
+        """``task(*args)`` in a worker, and the pool generation it went to."""
+        with self._lock:
+            for _ in range(2):
+                if self._pool is None:
+                    self._pool = self._new(self.count)
+                try:
+                    return self._pool.submit(task, *args), self.generation
+                except BrokenProcessPool:
+                    self._renew_locked(self.generation)
+            raise InfrastructureError("worker processes keep dying before any work reaches them")
+
+    def renew(self, generation: int) -> None:
+        """Replace the pool of ``generation`` if it is still the current one."""
+        with self._lock:
+            self._renew_locked(generation)
+
+    def _renew_locked(self, generation: int) -> None:
+        if generation == self.generation and self._pool is not None:
+            log.warning("a worker process died: starting new workers")
+            self._pool.shutdown(wait=False, cancel_futures=True)
+            self._pool = None
+            self.generation += 1
+
+    def isolated(self, task: Callable[..., Any], *args: Any) -> Any:
+        """``task(*args)`` alone in the one-process pool; BrokenProcessPool if it dies."""
+        if self._isolation is None:
+            self._isolation = self._new(1)
+        try:
+            return self._isolation.submit(task, *args).result()
+        except BrokenProcessPool:
+            self._isolation.shutdown(wait=False, cancel_futures=True)
+            self._isolation = None
+            raise
+
+    def shutdown(self) -> None:
+        with self._lock:
+            for pool in (self._pool, self._isolation):
+                if pool is not None:
+                    pool.shutdown(wait=True, cancel_futures=True)
+            self._pool = self._isolation = None
+
+
+def _run(workers: _Workers | None, task: Callable[..., Any], *args: Any) -> Future[Any]:
+    """``task(*args)`` in a worker process, or here when there are no workers."""
+    if workers is not None:
+        return workers.submit(task, *args)[0]
     done: Future[Any] = Future()
     try:
         done.set_result(task(*args))
     except Exception as exc:
         done.set_exception(exc)
     return done
+
+
+def _worker_died(obj: S3Object, etag: str, stage: str) -> PreparedObject:
+    prepared = PreparedObject(obj=obj, etag=etag)
+    prepared.quarantine(
+        f"{obj.key}: the worker process died while {stage} it (killed by a signal, "
+        "for example the kernel's OOM killer, or crashed); tried twice",
+        "WorkerDied",
+    )
+    return prepared
 
 
 def stream_object(
@@ -489,7 +728,7 @@ def stream_object(
     settings: NormalizeSettings,
     options: _Options,
     partitions: _Partitions,
-    pool: ProcessPoolExecutor | None = None,
+    workers: _Workers | None = None,
 ) -> ObjectResult:
     """Load one big object in one transaction without holding it in memory.
 
@@ -506,15 +745,19 @@ def stream_object(
     it starts; when a chunk still needs a new one (spans older than a day),
     the rest of the object is read only to find every missing day, the
     transaction is rolled back, the partitions are made, and the object starts
-    again (its validation results are then recorded twice).
+    again (its validation results are then recorded twice). When a worker
+    dies on a chunk, the object is streamed once more with new workers, and
+    quarantined if that dies too.
     """
     partitions.ensure(
         conn,
         ((obj.partition_time + timedelta(days=offset)).date().isoformat() for offset in (-1, 0, 1)),
     )
-    for _ in range(3):
+    deaths = 0
+    for _ in range(4):
+        generation = workers.generation if workers is not None else 0
         try:
-            return _stream_once(conn, s3, obj, settings, options, partitions, pool)
+            return _stream_once(conn, s3, obj, settings, options, partitions, workers)
         except _MissingPartitions as missing:
             log.info(
                 "s3://%s/%s has spans on days without a partition (%s): "
@@ -524,11 +767,21 @@ def stream_object(
                 missing,
             )
             partitions.ensure(conn, missing.days)
+        except BrokenProcessPool:
+            assert workers is not None
+            workers.renew(generation)
+            deaths += 1
+            if deaths == 2:
+                return commit_object(conn, _worker_died(obj, obj.etag, "streaming"))
         except NotJsonLines:
             break
     data, etag = fetch(s3, obj)
     (prepared,) = prepare_batch(
-        [(obj, data, etag)], settings, options.max_decompressed, options.validator
+        [(obj, data, etag)],
+        settings,
+        options.max_decompressed,
+        options.validator,
+        options.max_ratio,
     )
     del data
     partitions.ensure(conn, prepared.days)
@@ -542,7 +795,7 @@ def _stream_once(
     settings: NormalizeSettings,
     options: _Options,
     partitions: _Partitions,
-    pool: ProcessPoolExecutor | None,
+    workers: _Workers | None,
 ) -> ObjectResult:
     if obj.key.removesuffix(".gz").removesuffix(".zst").endswith((".binpb", ".yaml", ".yml")):
         raise NotJsonLines(obj.key)
@@ -555,23 +808,40 @@ def _stream_once(
             raise _download_failed(obj, exc) from exc
 
     absent: set[str] = set()  # days with no partition yet
-    spans = rejected = 0
+    spans = rejected = duplicates = 0
+    seen: set[int] = set()
+    changes: Counter[str] = Counter()
     reason: str | None = None
+    error_type: str | None = None
+    location: str | None = None
     in_flight: collections.deque[Future[PreparedObject]] = collections.deque()
+    most = settings.max_spans_per_object
 
     def write_finished(keep: int) -> None:
         """COPY the finished chunks, in order, until at most ``keep`` are in flight."""
-        nonlocal spans, rejected
+        nonlocal spans, rejected, duplicates
         while len(in_flight) > keep:
             part = in_flight.popleft().result()
             # Missing days: read on to find them all, then start over once.
             absent.update(partitions.missing(conn, part.days - absent))
             if absent:
                 continue
-            with gc_paused():
-                _write(conn, obj, part)
             spans += part.spans
             rejected += len(part.rejections)
+            if spans + rejected > most:
+                raise BadExport(
+                    f"{obj.key}: more than {most} spans in one object "
+                    "(SPANCOST_MAX_SPANS_PER_OBJECT)",
+                    error_type="TooManySpans",
+                )
+            for key in part.span_keys or ():
+                if key in seen:
+                    duplicates += 1
+                else:
+                    seen.add(key)
+            changes.update(part.changes)
+            with gc_paused():
+                _write(conn, obj, part)
 
     with conn.transaction():
         if not _claim(conn, obj, etag):
@@ -579,9 +849,8 @@ def _stream_once(
             return ObjectResult(key=obj.key, status="skipped")
         try:
             with conn.transaction():  # a savepoint: a bad line rolls back every chunk
-                lines = numbered_lines(
-                    decompress_stream(download(), where=obj.key, limit=options.max_decompressed)
-                )
+                limit = expansion_limit(obj.size, options.max_decompressed, options.max_ratio)
+                lines = numbered_lines(decompress_stream(download(), where=obj.key, limit=limit))
                 chunk: list[tuple[int, bytes]] = []
                 size = 0
                 checked = False
@@ -593,21 +862,37 @@ def _stream_once(
                     size += len(line)
                     if size >= options.stream_chunk_bytes:
                         args = (obj, etag, chunk, settings, options.validator)
-                        in_flight.append(_run(pool, prepare_lines, *args))
+                        in_flight.append(_run(workers, prepare_lines, *args))
                         chunk, size = [], 0
                         write_finished(keep=options.workers)
                 if chunk:
                     in_flight.append(
-                        _run(pool, prepare_lines, obj, etag, chunk, settings, options.validator)
+                        _run(workers, prepare_lines, obj, etag, chunk, settings, options.validator)
                     )
                 write_finished(keep=0)
                 if absent:
                     raise _MissingPartitions(absent)
-        except BadExport as exc:
-            reason, spans, rejected = str(exc), 0, 0
+        except (_MissingPartitions, NotJsonLines, BrokenProcessPool):
+            raise
+        except psycopg.DataError as exc:
+            reason, location = _refused(obj, exc)
+            error_type = type(exc).__name__
+        except Exception as exc:
+            if infrastructure(exc):
+                raise
+            failed = PreparedObject(obj=obj, etag=etag)
+            failed.quarantine_for(exc, "streaming")
+            reason, error_type, location = (
+                failed.quarantine_reason,
+                failed.error_type,
+                failed.error_location,
+            )
         finally:
             for future in in_flight:
                 future.cancel()
+        if reason is not None:
+            spans = rejected = duplicates = 0
+            changes.clear()
         return _record(
             conn,
             obj,
@@ -618,7 +903,11 @@ def _stream_once(
                 spans=spans,
                 rejected=rejected,
                 reason=reason,
+                duplicates=duplicates,
             ),
+            error_type=error_type,
+            error_location=location,
+            changes=changes,
         )
 
 
@@ -638,6 +927,7 @@ def prepare_batch(
     settings: NormalizeSettings,
     max_decompressed: int,
     validator: Validator | None,
+    max_ratio: int = 0,
 ) -> list[PreparedObject]:
     """Decode, normalise, validate and seal a batch of downloaded objects.
 
@@ -645,19 +935,41 @@ def prepare_batch(
     workers); the validator sees the whole batch at once.
     """
     with gc_paused():
-        batch = [prepare(obj, data, etag, settings, max_decompressed) for obj, data, etag in items]
+        batch = [
+            prepare(obj, data, etag, settings, max_decompressed, max_ratio)
+            for obj, data, etag in items
+        ]
     return _validate_and_seal(batch, validator)
 
 
 def _validate_and_seal(
     batch: list[PreparedObject], validator: Validator | None
 ) -> list[PreparedObject]:
-    """Run the validator on the batch as a whole, then seal each object."""
+    """Run the validator on the batch as a whole, then seal each object.
+
+    When the validator raises on the batch (not for S3 or Postgres), it runs
+    on each object alone, and an object it still raises on is quarantined.
+    An object that cannot be encoded is quarantined too.
+    """
     if validator is not None:
-        apply_validator(batch, validator)
+        try:
+            apply_validator(batch, validator)
+        except Exception as exc:
+            if infrastructure(exc):
+                raise
+            for prepared in batch:
+                try:
+                    apply_validator([prepared], validator)
+                except Exception as alone:
+                    if infrastructure(alone):
+                        raise
+                    prepared.quarantine_for(alone, "validating")
     with gc_paused():
         for prepared in batch:
-            prepared.seal()
+            try:
+                prepared.seal()
+            except Exception as exc:
+                prepared.quarantine_for(exc, "encoding")
     return batch
 
 
@@ -672,7 +984,16 @@ def _watch_parent(parent: int) -> None:
     threading.Thread(target=watch, name="spancost-parent-watch", daemon=True).start()
 
 
-_Item = Future[list[PreparedObject]] | S3Object | BaseException | None
+@dataclass
+class _Batch:
+    """A batch handed to the workers: its future, and what to prepare again if a worker dies."""
+
+    future: Future[list[PreparedObject]]
+    items: list[tuple[S3Object, bytes, str]]
+    generation: int
+
+
+_Item = _Batch | S3Object | BaseException | None
 
 
 def _feed(
@@ -680,15 +1001,15 @@ def _feed(
     objects: Sequence[S3Object],
     settings: NormalizeSettings,
     options: _Options,
-    pool: ProcessPoolExecutor | None,
+    workers: _Workers | None,
     out: queue.Queue[_Item],
     stop: threading.Event,
 ) -> None:
     """Download the objects in order and hand them to the workers in batches.
 
-    Puts, in order: a future of each batch's sealed objects, each big object
-    (which the committing thread streams itself), then None, or the exception
-    that stopped it. The queue's bound keeps at most a few batches in flight.
+    Puts, in order: each batch, each big object (which the committing thread
+    streams itself), then None, or the exception that stopped it. The queue's
+    bound keeps at most a few batches in flight.
     """
     items: list[tuple[S3Object, bytes, str]] = []
     size = 0
@@ -697,10 +1018,15 @@ def _feed(
         nonlocal size
         if not items:
             return
-        args = (list(items), settings, options.max_decompressed, options.validator)
+        batch = list(items)
+        args = (batch, settings, options.max_decompressed, options.validator, options.max_ratio)
         items.clear()
         size = 0
-        _put(out, _run(pool, prepare_batch, *args), stop)
+        if workers is None:
+            _put(out, _Batch(_run(None, prepare_batch, *args), [], 0), stop)
+        else:
+            future, generation = workers.submit(prepare_batch, *args)
+            _put(out, _Batch(future, batch, generation), stop)
 
     try:
         for obj in objects:
@@ -734,6 +1060,27 @@ def _put(out: queue.Queue[_Item], item: _Item, stop: threading.Event) -> None:
             continue
 
 
+def _prepared(
+    batch: _Batch, workers: _Workers | None, settings: NormalizeSettings, options: _Options
+) -> list[PreparedObject]:
+    """The batch's sealed objects; when a worker died, each object is prepared again alone."""
+    try:
+        return batch.future.result()
+    except BrokenProcessPool:
+        if workers is None:
+            raise
+    workers.renew(batch.generation)
+    log.warning("a worker died on a batch of %d objects: preparing each alone", len(batch.items))
+    prepared: list[PreparedObject] = []
+    for obj, data, etag in batch.items:
+        args = (settings, options.max_decompressed, options.validator, options.max_ratio)
+        try:
+            prepared += workers.isolated(prepare_batch, [(obj, data, etag)], *args)
+        except BrokenProcessPool:
+            prepared.append(_worker_died(obj, etag, "preparing"))
+    return prepared
+
+
 def load_objects(
     conn: Conn,
     s3: Any,
@@ -741,6 +1088,7 @@ def load_objects(
     settings: NormalizeSettings,
     *,
     max_decompressed: int = 1 << 30,
+    max_ratio: int = 0,
     validator: Validator | None = None,
     workers: int = 0,
     batch_size: int = 200,
@@ -759,6 +1107,12 @@ def load_objects(
     stays bounded however much a run has to load. An object of
     ``stream_bytes`` or more (its size in S3) is streamed instead, in chunks of
     ``stream_chunk_bytes`` of JSON: see :func:`stream_object`.
+
+    Only S3 and Postgres failures stop the run (InfrastructureError, psycopg
+    errors): whatever one object's content makes any step raise, and a worker
+    process dying on it, quarantines that object and the run goes on.
+    ``max_ratio`` (0: off) bounds each object's expansion to that multiple of
+    its compressed size, while it inflates.
     """
     if not conn.autocommit:
         # Statements outside a transaction block would open one that every object's
@@ -773,6 +1127,7 @@ def load_objects(
     todo = [obj for obj in objects if (obj.key, obj.etag) not in done]
     options = _Options(
         max_decompressed,
+        max_ratio,
         validator,
         batch_size,
         batch_bytes,
@@ -780,16 +1135,7 @@ def load_objects(
         stream_chunk_bytes,
         workers,
     )
-    pool = (
-        ProcessPoolExecutor(
-            workers,
-            mp_context=multiprocessing.get_context("spawn"),
-            initializer=_watch_parent,
-            initargs=(os.getpid(),),
-        )
-        if workers > 0 and todo
-        else None
-    )
+    pool = _Workers(workers) if workers > 0 and todo else None
     batches: queue.Queue[_Item] = queue.Queue(max(workers, 1) + 1)
     stop = threading.Event()
     feeder = threading.Thread(
@@ -807,7 +1153,7 @@ def load_objects(
             if isinstance(item, S3Object):
                 results.append(stream_object(conn, s3, item, settings, options, partitions, pool))
                 continue
-            for prepared in item.result():
+            for prepared in _prepared(item, pool, settings, options):
                 partitions.ensure(conn, prepared.days)
                 with gc_paused():
                     results.append(commit_object(conn, prepared))
@@ -815,7 +1161,7 @@ def load_objects(
         stop.set()
         feeder.join()
         if pool is not None:
-            pool.shutdown(wait=True, cancel_futures=True)
+            pool.shutdown()
     report = LoadReport(objects=tuple(results))
     log.info("span load: %s", report.summary())
     return report

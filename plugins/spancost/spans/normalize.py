@@ -14,6 +14,7 @@ from __future__ import annotations
 import functools
 import hashlib
 import json
+from collections import Counter
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
@@ -22,13 +23,16 @@ from typing import Any
 
 import msgspec
 
+from spancost.errors import BadExport
 from spancost.spans.otlp import (
+    DEFAULT_MAX_ATTRIBUTE_DEPTH,
     DEFAULT_MAX_DECOMPRESSED,
     SPAN_KINDS,
     STATUS_CODES,
     ExportRequest,
     KeyValue,
     Span,
+    TooDeep,
     any_value,
     decode_object,
     enum_value,
@@ -101,6 +105,10 @@ DEFAULT_CONTENT_KEYS: tuple[str, ...] = (
 MIN_TIME_NS = int(datetime(2000, 1, 1, tzinfo=UTC).timestamp()) * 1_000_000_000
 MAX_FUTURE = timedelta(days=1)
 MAX_TOKENS = 10**10
+DEFAULT_MAX_ATTRIBUTES = 1024  # per attribute list: span, resource, event or link
+DEFAULT_MAX_SPANS_PER_OBJECT = 1_000_000
+ZERO_PARENT_SPAN_ID = "zero_parent_span_id"  # counted in changes: read as "no parent"
+_ZERO_IDS = {"0" * 32, "0" * 16}
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 
 
@@ -111,6 +119,9 @@ class NormalizeSettings:
     user_id_salt: str
     content_keys: tuple[str, ...] = DEFAULT_CONTENT_KEYS
     max_attribute_bytes: int = 64 * 1024
+    max_attribute_depth: int = DEFAULT_MAX_ATTRIBUTE_DEPTH
+    max_attributes: int = DEFAULT_MAX_ATTRIBUTES
+    max_spans_per_object: int = DEFAULT_MAX_SPANS_PER_OBJECT
     now: datetime = field(default_factory=lambda: datetime.now(UTC))
 
 
@@ -128,10 +139,12 @@ class Rejection:
 
 @dataclass
 class Normalized:
-    """The rows and the rejected spans of one object, in the order of the export."""
+    """The rows and the rejected spans of one object, in the order of the export, and
+    the values changed on the way (counted by kind: ``invalid_utf8``, ``nul_replaced``…)."""
 
     rows: list[dict[str, Any]] = field(default_factory=list)
     rejections: list[Rejection] = field(default_factory=list)
+    changes: Counter[str] = field(default_factory=Counter)
 
 
 def is_content_key(key: str, content_keys: tuple[str, ...]) -> bool:
@@ -241,10 +254,16 @@ _Found = dict[int, tuple[int, str, Any]]
 class _Resource:
     """A resource's stripped attributes and the typed values it provides, built once."""
 
-    __slots__ = ("attributes", "service_name", "typed", "user")
+    __slots__ = ("attributes", "problem", "service_name", "typed", "user")
 
-    def __init__(self, attributes: dict[str, Any], found: _Found | None) -> None:
+    def __init__(
+        self,
+        attributes: dict[str, Any],
+        found: _Found | None,
+        problem: tuple[str, str, Any] | None = None,
+    ) -> None:
         self.attributes = attributes
+        self.problem = problem  # breaks a rule: every span of the resource is rejected
         self.service_name = _text(attributes.get("service.name"))
         values = found or {}
         self.typed: list[str | None] = [
@@ -257,11 +276,14 @@ class _Resource:
 class Normalizer:
     """Turns decoded export requests into rows and rejections, one pass per span."""
 
-    def __init__(self, settings: NormalizeSettings) -> None:
+    def __init__(self, settings: NormalizeSettings, changes: Counter[str] | None = None) -> None:
         self.settings = settings
         self.latest_ns = int((settings.now + MAX_FUTURE).timestamp()) * 1_000_000_000
         self._salt = settings.user_id_salt
         self._limit = settings.max_attribute_bytes
+        self._depth = settings.max_attribute_depth
+        self._count = settings.max_attributes
+        self.changes: Counter[str] = Counter() if changes is None else changes
         self._actions: dict[str, tuple[int, int, int]] = {}
         self._users: dict[str, str] = {}
 
@@ -301,6 +323,13 @@ class Normalizer:
         limit = self._limit
         out: dict[str, Any] = {}
         problem: tuple[str, str, Any] | None = None
+        if len(items) > self._count:
+            problem = (
+                "attributes",
+                f"{len(items)} attributes, over the limit of {self._count}",
+                str(len(items)),
+            )
+            items = items[: self._count]  # the span is rejected: the rest is not kept
         for kv in items:
             key = kv.key
             action = actions.get(key) or self._classify(key)
@@ -313,13 +342,25 @@ class Normalizer:
                 value = raw.string_value
                 if value is None:
                     try:
-                        value = any_value(raw)
+                        value = any_value(raw, self._depth, self.changes)
+                    except TooDeep as exc:
+                        if problem is None:
+                            problem = (key, str(exc), "")
+                        value = f"<dropped: {exc}>"
                     except (ValueError, TypeError) as exc:
                         if problem is None:
                             problem = (key, f"bad attribute value: {exc}", "")
-                        value = msgspec.json.encode(raw).decode()  # kept as sent
-                elif len(value) > limit and problem is None:
-                    problem = (key, f"attribute value is over {limit} bytes", value[:200] + "…")
+                        value = msgspec.json.encode(raw).decode()[:200]  # kept as sent
+                    else:
+                        size = _size(value)
+                        if size > limit:
+                            if problem is None:
+                                problem = (key, f"attribute value is over {limit} bytes", "")
+                            value = f"<dropped: {size} bytes, over the {limit}-byte limit>"
+                elif len(value) > limit:
+                    if problem is None:
+                        problem = (key, f"attribute value is over {limit} bytes", value[:200] + "…")
+                    value = f"<dropped: {len(value)} characters, over the {limit}-byte limit>"
             if action[0] == 2 and value is not None and value != "":
                 if action[1] == _USER_SLOT:
                     value = self._user_hash(value)
@@ -332,14 +373,21 @@ class Normalizer:
 
     def resource(self, items: list[KeyValue]) -> _Resource:
         found: _Found = {}
-        attributes, _ = self._attributes(items, found)
-        return _Resource(attributes, found)
+        attributes, problem = self._attributes(items, found)
+        if problem is not None:
+            problem = (f"resource.{problem[0]}", *problem[1:])
+        return _Resource(attributes, found, problem)
 
-    def normalize(self, requests: Iterable[ExportRequest]) -> Normalized:
-        """Rows and rejections of every span in ``requests``."""
-        result = Normalized()
+    def normalize(self, requests: Iterable[ExportRequest], where: str = "") -> Normalized:
+        """Rows and rejections of every span in ``requests``.
+
+        Raises BadExport when the requests hold more spans than
+        ``max_spans_per_object``: the object is quarantined whole.
+        """
+        result = Normalized(changes=self.changes)
         rows = result.rows
         rejections = result.rejections
+        most = self.settings.max_spans_per_object
         for request in requests:
             for resource_spans in request.resource_spans:
                 resource = self.resource(
@@ -349,6 +397,12 @@ class Normalizer:
                     scope = scope_spans.scope
                     scope_name = (scope.name or None) if scope else None
                     scope_version = (scope.version or None) if scope else None
+                    if len(rows) + len(rejections) + len(scope_spans.spans) > most:
+                        raise BadExport(
+                            f"{where}: more than {most} spans in one object "
+                            "(SPANCOST_MAX_SPANS_PER_OBJECT)",
+                            error_type="TooManySpans",
+                        )
                     for span in scope_spans.spans:
                         row = self.row(span, resource, scope_name, scope_version)
                         if row.__class__ is dict:
@@ -370,8 +424,8 @@ class Normalizer:
         trace_id: str | None = span.trace_id
         span_id: str | None = span.span_id
         try:
-            trace_id = _id(span.trace_id, 16, "traceId")
-            span_id = _id(span.span_id, 8, "spanId")
+            trace_id = _id(span.trace_id, 16, "traceId", "trace id")
+            span_id = _id(span.span_id, 8, "spanId", "span id")
             row = self._row(span, attrs, problem, found, resource, trace_id, span_id)
         except _Reject as bad:
             return Rejection(
@@ -402,9 +456,14 @@ class Normalizer:
         trace_id: str | None,
         span_id: str | None,
     ) -> dict[str, Any]:
-        parent_span_id = (
-            _id(span.parent_span_id, 8, "parentSpanId") if span.parent_span_id else None
-        )
+        parent_span_id = None
+        if span.parent_span_id:
+            try:
+                parent_span_id = _id(span.parent_span_id, 8, "parentSpanId", "parent span id")
+            except _Reject as bad:
+                if not bad.reason.endswith("defines as invalid"):  # all zeros: a root span
+                    raise
+                self.changes[ZERO_PARENT_SPAN_ID] += 1  # some converters write it for a root
         kind = _enum(span.kind, SPAN_KINDS, "kind")
         status = span.status
         status_code = _enum(status.code, STATUS_CODES, "status.code") if status else 0
@@ -412,6 +471,10 @@ class Normalizer:
         end_ns = _nanos(span.end_time_unix_nano, "endTimeUnixNano")
         if problem is not None:
             raise _Reject(problem[1], problem[0], problem[2])
+        if resource.problem is not None:
+            raise _Reject(resource.problem[1], resource.problem[0], resource.problem[2])
+        events = self._events(span) if span.events else None
+        links = self._links(span) if span.links else None
         if not trace_id:
             raise _Reject("span has no valid trace id", "traceId", trace_id)
         if not span_id:
@@ -461,25 +524,32 @@ class Normalizer:
         row.update(zip(_TOKEN_COLUMNS, tokens, strict=True))
         row["user_id_hash"] = user
         row["reported_cost_usd"] = cost
-        row["events"] = self._events(span) if span.events else None
-        row["links"] = self._links(span) if span.links else None
+        row["events"] = events
+        row["links"] = links
         row["attributes"] = attrs
         row["resource_attributes"] = resource.attributes
         return row
+
+    def _nested_attributes(self, items: list[KeyValue], where: str) -> dict[str, Any]:
+        """An event's or a link's attributes; a broken rule rejects the span, naming them."""
+        attributes, problem = self._attributes(items, None)
+        if problem is not None:
+            raise _Reject(problem[1], f"{where}.{problem[0]}", problem[2])
+        return attributes
 
     def _events(self, span: Span) -> list[dict[str, Any]]:
         return [
             {
                 "name": event.name,
                 "time_unix_nano": str(event.time_unix_nano or ""),
-                "attributes": self._attributes(event.attributes, None)[0],
+                "attributes": self._nested_attributes(event.attributes, f"events[{index}]"),
             }
-            for event in span.events
+            for index, event in enumerate(span.events)
         ]
 
     def _links(self, span: Span) -> list[dict[str, Any]]:
         links = []
-        for link in span.links:
+        for index, link in enumerate(span.links):
             try:
                 trace_id = normalize_id(link.trace_id, 16)
                 span_id = normalize_id(link.span_id, 8)
@@ -489,18 +559,30 @@ class Normalizer:
                 {
                     "trace_id": trace_id,
                     "span_id": span_id,
-                    "attributes": self._attributes(link.attributes, None)[0],
+                    "attributes": self._nested_attributes(link.attributes, f"links[{index}]"),
                 }
             )
         return links
 
 
-def _id(raw: str, size: int, field: str) -> str | None:
+def _id(raw: str, size: int, field: str, name: str) -> str | None:
     """A span or trace id as lowercase hex, or the rejection naming the field."""
     try:
-        return normalize_id(raw, size)
+        value = normalize_id(raw, size)
     except ValueError as exc:
         raise _Reject(str(exc), field, raw) from exc
+    if value in _ZERO_IDS:
+        raise _Reject(f"{name} is all zeros, which OTLP defines as invalid", field, raw)
+    return value
+
+
+def _size(value: Any) -> int:
+    """The stored size of a non-string attribute value (its JSON, for arrays and maps)."""
+    if value.__class__ is str:
+        return len(value)
+    if value.__class__ is list or value.__class__ is dict:
+        return len(msgspec.json.encode(value))
+    return 0
 
 
 def _enum(value: int | str | None, names: dict[str, int], field: str) -> int:
@@ -552,4 +634,6 @@ def normalize_object(
     limit: int = DEFAULT_MAX_DECOMPRESSED,
 ) -> Normalized:
     """Decode one S3 object and normalise its spans; raises BadExport naming the object."""
-    return Normalizer(settings).normalize(decode_object(key, data, limit=limit))
+    normalizer = Normalizer(settings)
+    requests = decode_object(key, data, limit=limit, changes=normalizer.changes)
+    return normalizer.normalize(requests, where=key)

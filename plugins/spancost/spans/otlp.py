@@ -17,7 +17,10 @@ from __future__ import annotations
 
 import base64
 import binascii
+import math
+import re
 import zlib
+from collections import Counter
 from collections.abc import Iterable, Iterator
 from typing import Any
 
@@ -28,6 +31,18 @@ from spancost.errors import BadExport
 GZIP_MAGIC = b"\x1f\x8b"
 ZSTD_MAGIC = b"\x28\xb5\x2f\xfd"
 DEFAULT_MAX_DECOMPRESSED = 1 << 30  # 1 GiB: a bigger expansion is treated as a gzip bomb
+DEFAULT_MAX_COMPRESSION_RATIO = 100  # real OTLP JSON compresses 10-30x; zeros compress 1000x
+RATIO_FLOOR = 16 << 20  # a small object may always expand to this, whatever its ratio
+DEFAULT_MAX_ATTRIBUTE_DEPTH = 32  # AnyValue levels (arrays and kvlists) in one attribute
+MAX_ATTRIBUTE_DEPTH = 100  # the setting's ceiling: deeper JSON is cut before decoding
+# JSON containers nested deeper than this are cut before decoding (4 JSON levels per
+# AnyValue level, plus the export's own ~10): msgspec, like Python, recurses per level.
+MAX_JSON_DEPTH = 4 * MAX_ATTRIBUTE_DEPTH + 32
+REPLACEMENT = "\ufffd".encode()
+
+# What a change to a value is counted as (on the manifest row, in ``changes``).
+INVALID_UTF8 = "invalid_utf8"
+NON_FINITE_DOUBLE = "non_finite_double"
 
 SPAN_KINDS = {
     "SPAN_KIND_UNSPECIFIED": 0,
@@ -134,6 +149,22 @@ _DECODER = msgspec.json.Decoder(ExportRequest)
 # --- decompression ---------------------------------------------------------------------
 
 
+def expansion_limit(
+    compressed_bytes: int,
+    max_decompressed: int = DEFAULT_MAX_DECOMPRESSED,
+    max_ratio: int = DEFAULT_MAX_COMPRESSION_RATIO,
+) -> int:
+    """How far an object of ``compressed_bytes`` may inflate before it counts as a bomb.
+
+    Both limits are applied while inflating, so memory stays bounded: at most
+    ``max_decompressed`` bytes, and at most ``max_ratio`` times the compressed
+    size (but always :data:`RATIO_FLOOR`). ``max_ratio`` 0 turns the ratio off.
+    """
+    if max_ratio <= 0:
+        return max_decompressed
+    return min(max_decompressed, max(RATIO_FLOOR, compressed_bytes * max_ratio))
+
+
 def decompress(data: bytes, *, where: str, limit: int = DEFAULT_MAX_DECOMPRESSED) -> bytes:
     """Undo gzip or zstd, detected by magic bytes; other bytes are returned unchanged."""
     return b"".join(decompress_stream([data], where=where, limit=limit))
@@ -181,7 +212,9 @@ def _inflate(first: bytes, rest: Iterator[bytes], *, where: str, limit: int) -> 
                 total += len(out)
                 if total > limit:
                     raise BadExport(
-                        f"{where}: gzip expands past {limit} bytes (possible gzip bomb)"
+                        f"{where}: gzip expands past {limit} bytes (possible gzip bomb; "
+                        "SPANCOST_MAX_DECOMPRESSED_BYTES, SPANCOST_MAX_COMPRESSION_RATIO)",
+                        error_type="DecompressionBomb",
                     )
                 if out:
                     yield out
@@ -223,7 +256,9 @@ def _unzstd(first: bytes, rest: Iterator[bytes], *, where: str, limit: int) -> I
             total += len(chunk)
             if total > limit:
                 raise BadExport(
-                    f"{where}: zstd expands past the {limit}-byte limit (possible bomb)"
+                    f"{where}: zstd expands past {limit} bytes (possible zstd bomb; "
+                    "SPANCOST_MAX_DECOMPRESSED_BYTES, SPANCOST_MAX_COMPRESSION_RATIO)",
+                    error_type="DecompressionBomb",
                 )
             yield chunk
     except zstandard.ZstdError as exc:
@@ -239,7 +274,7 @@ def split_documents(text: bytes) -> Iterator[tuple[int, bytes]]:
     if len(lines) > 1 and all(line.strip()[:1] in (b"{", b"") for line in lines):
         try:
             msgspec.json.decode(lines[0])
-        except msgspec.DecodeError:
+        except (msgspec.DecodeError, UnicodeDecodeError, RecursionError):
             pass  # the first line is not a whole document: pretty-printed documents
         else:
             for number, line in enumerate(lines, start=1):
@@ -306,20 +341,139 @@ def numbered_lines(chunks: Iterable[bytes]) -> Iterator[tuple[int, bytes]]:
         yield number + 1, tail
 
 
-def decode_line(line: bytes, number: int, where: str, *, first: bool = False) -> ExportRequest:
+_BYTE_OFFSET = re.compile(r"\s*\(byte (\d+)\)")
+_JSON_PATH = re.compile(r" - at `(\$[^`]*)`")
+
+
+def _syntax_error(exc: msgspec.DecodeError, text: bytes, where: str, line: int) -> BadExport:
+    """msgspec says "(byte N)"; the manifest and the README say line and column."""
+    message = str(exc)
+    found = _BYTE_OFFSET.search(message)
+    if found is None:
+        location = f"line {line}"
+    else:
+        offset = int(found.group(1))
+        number = line + text.count(b"\n", 0, offset)
+        column = offset - (text.rfind(b"\n", 0, offset) + 1) + 1
+        location = f"line {number}, column {column}"
+        message = message[: found.start()] + message[found.end() :]
+    return BadExport(
+        f"{where}: invalid JSON at {location}: {message}",
+        location=location,
+        error_type="DecodeError",
+    )
+
+
+def _not_an_export(exc: Exception, where: str, line: int | None) -> BadExport:
+    found = _JSON_PATH.search(str(exc))
+    at = f"document at line {line} is" if line is not None else "document is"
+    return BadExport(
+        f"{where}: {at} not a trace export: {exc}",
+        location=found.group(1) if found else (f"line {line}" if line is not None else None),
+        error_type=type(exc).__name__,
+    )
+
+
+def cap_depth(text: bytes, limit: int = MAX_JSON_DEPTH) -> bytes:
+    """The JSON text with every container nested deeper than ``limit`` replaced by an
+    empty one of its kind (``{}`` or ``[]``), strings and escapes respected.
+
+    Only for a document the decoder refused as too deep: a byte loop in Python,
+    slow, and never on the path of ordinary exports. The cut lies far below the
+    AnyValue depth limit, so the span that held the value is still rejected by
+    that limit, naming its attribute.
+    """
+    out = bytearray()
+    depth = 0
+    in_string = escaped = False
+    skip_from = -1  # depth at which a cut container started, or -1
+    for byte in text:
+        if in_string:
+            if escaped:
+                escaped = False
+            elif byte == 0x5C:
+                escaped = True
+            elif byte == 0x22:
+                in_string = False
+            if skip_from < 0:
+                out.append(byte)
+            continue
+        if byte == 0x22:
+            in_string = True
+        elif byte in (0x7B, 0x5B):
+            depth += 1
+            if skip_from < 0 and depth > limit:
+                skip_from = depth
+                out += b"{}" if byte == 0x7B else b"[]"
+                continue
+        elif byte in (0x7D, 0x5D):
+            depth -= 1
+            if skip_from >= 0 and depth < skip_from:
+                skip_from = -1
+                continue
+        if skip_from < 0:
+            out.append(byte)
+    return bytes(out)
+
+
+def decode_document(
+    text: bytes, where: str, *, line: int | None = None, changes: Counter[str] | None = None
+) -> ExportRequest:
+    """One JSON document as an export request; BadExport names the line or the JSON path.
+
+    What real exporters never write, but a hostile or broken one might, is
+    decoded anyway where that keeps the object's spans: invalid UTF-8 is
+    replaced by U+FFFD (counted in ``changes``), and containers nested past
+    :data:`MAX_JSON_DEPTH` are cut (the span holding one is then rejected).
+    """
+    first_line = line if line is not None else 1
+    try:
+        try:
+            return _DECODER.decode(text)
+        except UnicodeDecodeError:
+            repaired = text.decode("utf-8", "replace").encode()
+            request = decode_document(repaired, where, line=line)
+            if changes is not None:
+                changes[INVALID_UTF8] += repaired.count(REPLACEMENT) - text.count(REPLACEMENT)
+            return request
+        except RecursionError:
+            capped = cap_depth(text)
+            if capped == text:
+                raise
+            return _DECODER.decode(capped)
+    except msgspec.ValidationError as exc:
+        raise _not_an_export(exc, where, line) from exc
+    except msgspec.DecodeError as exc:
+        raise _syntax_error(exc, text, where, first_line) from exc
+    except RecursionError as exc:
+        raise BadExport(
+            f"{where}: document at line {first_line} is nested too deeply to decode",
+            location=f"line {first_line}",
+            error_type="RecursionError",
+        ) from exc
+
+
+def decode_line(
+    line: bytes,
+    number: int,
+    where: str,
+    *,
+    first: bool = False,
+    changes: Counter[str] | None = None,
+) -> ExportRequest:
     """One JSON Lines document; BadExport names the line. ``first``: a line that is not a
     whole document raises NotJsonLines instead (pretty-printed JSON, decoded whole)."""
     try:
-        return _DECODER.decode(line)
-    except msgspec.ValidationError as exc:
-        raise BadExport(f"{where}: document at line {number} is not a trace export: {exc}") from exc
-    except msgspec.DecodeError as exc:
-        if first:
+        return decode_document(line, where, line=number, changes=changes)
+    except BadExport as exc:
+        if first and exc.error_type == "DecodeError":
             raise NotJsonLines(where) from exc
-        raise BadExport(f"{where}: invalid JSON in document at line {number}: {exc}") from exc
+        raise
 
 
-def json_lines(chunks: Iterable[bytes], *, where: str) -> Iterator[ExportRequest]:
+def json_lines(
+    chunks: Iterable[bytes], *, where: str, changes: Counter[str] | None = None
+) -> Iterator[ExportRequest]:
     """Each request of a JSON Lines stream (one export per line), decoded line by line.
 
     Raises NotJsonLines when the first document is not complete on its line
@@ -328,15 +482,32 @@ def json_lines(chunks: Iterable[bytes], *, where: str) -> Iterator[ExportRequest
     """
     first = True
     for number, line in numbered_lines(chunks):
-        yield decode_line(line, number, where, first=first)
+        yield decode_line(line, number, where, first=first, changes=changes)
         first = False
 
 
 # --- values ----------------------------------------------------------------------------
 
 
-def any_value(value: AnyValue | None) -> Any:
-    """Turn an OTLP AnyValue into a plain JSON value."""
+class TooDeep(ValueError):
+    """An AnyValue nested past the depth limit."""
+
+
+NON_FINITE_TEXT = {math.inf: "Infinity", -math.inf: "-Infinity"}
+
+
+def any_value(
+    value: AnyValue | None,
+    max_depth: int = DEFAULT_MAX_ATTRIBUTE_DEPTH,
+    changes: Counter[str] | None = None,
+    _depth: int = 0,
+) -> Any:
+    """Turn an OTLP AnyValue into a plain JSON value.
+
+    A double JSON cannot hold (NaN, ±Infinity) is kept as the text OTLP/JSON
+    writes for it ("NaN", "Infinity", "-Infinity") and counted in ``changes``.
+    Arrays and kvlists nested more than ``max_depth`` levels raise TooDeep.
+    """
     if value is None:
         return None
     if value.string_value is not None:
@@ -346,13 +517,26 @@ def any_value(value: AnyValue | None) -> Any:
     if value.int_value is not None:
         return int(value.int_value)
     if value.double_value is not None:
-        return float(value.double_value)
+        number = float(value.double_value)
+        if math.isfinite(number):
+            return number
+        if changes is not None:
+            changes[NON_FINITE_DOUBLE] += 1
+        return NON_FINITE_TEXT.get(number, "NaN")
     if value.bytes_value is not None:
         return value.bytes_value  # kept as its base64 text
-    if value.array_value is not None:
-        return [any_value(item) for item in value.array_value.values]
-    if value.kvlist_value is not None:
-        return {kv.key: any_value(kv.value) for kv in value.kvlist_value.values}
+    if value.array_value is not None or value.kvlist_value is not None:
+        if _depth >= max_depth:
+            raise TooDeep(f"AnyValue nested deeper than {max_depth} levels")
+        if value.array_value is not None:
+            return [
+                any_value(item, max_depth, changes, _depth + 1) for item in value.array_value.values
+            ]
+        assert value.kvlist_value is not None
+        return {
+            kv.key: any_value(kv.value, max_depth, changes, _depth + 1)
+            for kv in value.kvlist_value.values
+        }
     return None
 
 
@@ -394,21 +578,26 @@ def nanos(value: int | str | None) -> int | None:
     return int(value)
 
 
-def decode_json(text: bytes, *, where: str) -> list[ExportRequest]:
+def decode_json(
+    text: bytes, *, where: str, changes: Counter[str] | None = None
+) -> list[ExportRequest]:
     """Decode OTLP/JSON: one document, JSON Lines, or documents back to back."""
     if not text.strip():
-        raise BadExport(f"{where}: empty object, no trace export in it")
+        raise BadExport(f"{where}: empty object, no trace export in it", location="line 1")
     try:
-        return [_DECODER.decode(text)]
-    except msgspec.ValidationError as exc:
-        raise BadExport(f"{where}: not a trace export: {exc}") from exc
-    except msgspec.DecodeError as exc:
+        return [decode_document(text, where, changes=changes)]
+    except BadExport as exc:
         if "trailing characters" not in str(exc):
-            raise BadExport(f"{where}: invalid JSON: {exc}") from exc
-    return [decode_line(document, line, where) for line, document in split_documents(text)]
+            raise
+    return [
+        decode_document(document, where, line=line, changes=changes)
+        for line, document in split_documents(text)
+    ]
 
 
-def decode_protobuf(data: bytes, *, where: str) -> list[ExportRequest]:
+def decode_protobuf(
+    data: bytes, *, where: str, changes: Counter[str] | None = None
+) -> list[ExportRequest]:
     """Decode OTLP/protobuf (one ExportTraceServiceRequest) via its JSON mapping."""
     from google.protobuf import json_format
     from google.protobuf.message import DecodeError
@@ -420,9 +609,9 @@ def decode_protobuf(data: bytes, *, where: str) -> list[ExportRequest]:
     try:
         message.ParseFromString(data)
     except DecodeError as exc:
-        raise BadExport(f"{where}: invalid OTLP protobuf: {exc}") from exc
+        raise BadExport(f"{where}: invalid OTLP protobuf: {exc}", error_type="DecodeError") from exc
     as_json = json_format.MessageToJson(message, indent=None).encode()
-    return decode_json(as_json, where=where)
+    return decode_json(as_json, where=where, changes=changes)
 
 
 def decode_yaml(data: bytes, *, where: str) -> list[ExportRequest]:
@@ -433,14 +622,26 @@ def decode_yaml(data: bytes, *, where: str) -> list[ExportRequest]:
         document = yaml.safe_load(data)
         request = msgspec.convert(document, ExportRequest)
     except yaml.YAMLError as exc:
-        raise BadExport(f"{where}: invalid YAML: {exc}") from exc
+        mark = getattr(exc, "problem_mark", None)
+        location = f"line {mark.line + 1}, column {mark.column + 1}" if mark else None
+        raise BadExport(
+            f"{where}: invalid YAML: {exc}", location=location, error_type=type(exc).__name__
+        ) from exc
     except msgspec.ValidationError as exc:
-        raise BadExport(f"{where}: not a trace export: {exc}") from exc
+        raise _not_an_export(exc, where, None) from exc
+    except RecursionError as exc:
+        raise BadExport(
+            f"{where}: YAML nested too deeply to decode", error_type="RecursionError"
+        ) from exc
     return [request]
 
 
 def decode_object(
-    key: str, data: bytes, *, limit: int = DEFAULT_MAX_DECOMPRESSED
+    key: str,
+    data: bytes,
+    *,
+    limit: int = DEFAULT_MAX_DECOMPRESSED,
+    changes: Counter[str] | None = None,
 ) -> list[ExportRequest]:
     """Decode one S3 object of trace exports; raises BadExport naming the object."""
     payload = decompress(data, where=key, limit=limit)
@@ -449,9 +650,11 @@ def decode_object(
     if base.endswith((".yaml", ".yml")):
         return decode_yaml(payload, where=key)
     if base.endswith(".binpb") or (head not in (b"{", b"[") and not base.endswith(".json")):
-        return decode_protobuf(payload, where=key)
+        return decode_protobuf(payload, where=key, changes=changes)
     if head == b"[":
         raise BadExport(
-            f"{key}: top-level JSON array; expected an ExportTraceServiceRequest object"
+            f"{key}: top-level JSON array; expected an ExportTraceServiceRequest object",
+            location="line 1",
+            error_type="ValidationError",
         )
-    return decode_json(payload, where=key)
+    return decode_json(payload, where=key, changes=changes)

@@ -263,3 +263,57 @@ def test_yaml_golden_file_decodes_like_its_json_conversion() -> None:
 def test_bad_yaml_is_a_bad_export() -> None:
     with pytest.raises(BadExport, match="k.yaml: invalid YAML"):
         decode_object("k.yaml", b"resourceSpans: [")
+
+
+def test_the_bomb_limit_holds_memory_while_inflating() -> None:
+    import tracemalloc
+    import zlib
+
+    from spancost.spans.otlp import expansion_limit
+
+    compressor = zlib.compressobj(9, zlib.DEFLATED, 31)
+    block = bytes(1 << 20)
+    bomb = b"".join([*(compressor.compress(block) for _ in range(1024)), compressor.flush()])
+    limit = expansion_limit(len(bomb))  # 1 GiB of zeros in ~1 MB: 100x its size, not 1 GiB
+    assert limit < 128 << 20
+    tracemalloc.start()
+    try:
+        with pytest.raises(BadExport, match="gzip bomb") as info:
+            decode_object("bomb.json.gz", bomb, limit=limit)
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    assert info.value.error_type == "DecompressionBomb"
+    assert peak < 3 * limit  # the chunks so far and their join, never the whole gigabyte
+
+
+def test_the_ratio_limit_lets_real_exports_through() -> None:
+    from spancost.spans.otlp import RATIO_FLOOR, expansion_limit
+
+    assert expansion_limit(1_000) == RATIO_FLOOR  # small objects may always expand
+    assert expansion_limit(50 << 20) == 1 << 30  # never past the absolute limit
+    assert expansion_limit(1 << 20, max_ratio=0) == 1 << 30  # 0 turns the ratio off
+
+
+def test_json_syntax_errors_name_line_and_column_not_byte() -> None:
+    text = b'{\n  "resourceSpans": [\n    {"scopeSpans" []}\n  ]\n}'
+    with pytest.raises(BadExport) as info:
+        decode_object("otel/x.json", text)
+    assert info.value.location == "line 3, column 19"
+    assert info.value.error_type == "DecodeError"
+    assert "line 3, column 19" in str(info.value) and "byte" not in str(info.value)
+
+
+def test_json_lines_errors_count_lines_from_the_document() -> None:
+    good = json.dumps({"resourceSpans": []}).encode()
+    with pytest.raises(BadExport) as info:
+        decode_object("otel/x.json", b"\n".join([good, good, b'{"resourceSpans": [}']))
+    assert info.value.location == "line 3, column 20"
+
+
+def test_cap_depth_cuts_only_what_is_too_deep() -> None:
+    from spancost.spans.otlp import cap_depth
+
+    assert cap_depth(b'{"a":[1,{"b":"[{]"}]}', limit=2) == b'{"a":[1,{}]}'
+    assert cap_depth(b'{"a":"\\"[[["}', limit=1) == b'{"a":"\\"[[["}'
+    assert cap_depth(b"[[[[]]],[]]", limit=2) == b"[[[]],[]]"

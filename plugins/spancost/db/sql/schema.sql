@@ -73,6 +73,31 @@ alter table raw.otel_spans add column if not exists links jsonb;
 
 create index if not exists otel_spans_source_idx on raw.otel_spans (source_bucket, source_key);
 
+-- Added with hostile-input handling: why an object was quarantined (the error type and
+-- its line, column or JSON path), the spans it repeats (same trace and span id), and
+-- the values changed on the way in, by kind, e.g. {"nul_replaced": 2, "invalid_utf8": 1}.
+alter table raw.s3_objects add column if not exists error_type text;
+alter table raw.s3_objects add column if not exists error_location text;
+alter table raw.s3_objects add column if not exists duplicate_count integer not null default 0;
+alter table raw.s3_objects add column if not exists changed_count integer not null default 0;
+alter table raw.s3_objects add column if not exists changes jsonb;
+
+-- The spans an object repeats: each (trace id, span id) that lands more than once from
+-- the same object, with its number of copies. dbt's staging reads each span once.
+create or replace view ops.duplicate_spans as
+select
+    source_bucket,
+    source_key,
+    trace_id,
+    span_id,
+    count(*)::integer as copies
+from raw.otel_spans
+where (source_bucket, source_key) in (
+    select bucket, key from raw.s3_objects where duplicate_count > 0
+)
+group by source_bucket, source_key, trace_id, span_id
+having count(*) > 1;
+
 -- Objects that could not be decoded have a manifest row with status 'quarantined'.
 -- Rows that break a row-level rule land here, with the reason and the offending values.
 create table if not exists ops.rejected_spans (
