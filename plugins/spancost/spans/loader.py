@@ -634,10 +634,11 @@ class _Workers:
     """The worker processes, renewed when one dies (a segfault, the OOM killer).
 
     A dead worker breaks the whole pool: every future in it fails with
-    BrokenProcessPool. The loader then renews the pool and prepares the
-    objects of each failed batch again, one at a time, in a separate
-    one-process pool, so an object that kills its worker is found and
-    quarantined while the others load.
+    BrokenProcessPool. The loader then renews the pool and prepares each
+    failed batch again in a separate one-process pool, halving it while the
+    worker still dies, so an object that kills its worker is found (in about
+    2·log2(batch) tries) and quarantined while the others load, and a batch
+    whose worker was killed from outside simply loads.
     """
 
     def __init__(self, count: int) -> None:
@@ -1063,22 +1064,30 @@ def _put(out: queue.Queue[_Item], item: _Item, stop: threading.Event) -> None:
 def _prepared(
     batch: _Batch, workers: _Workers | None, settings: NormalizeSettings, options: _Options
 ) -> list[PreparedObject]:
-    """The batch's sealed objects; when a worker died, each object is prepared again alone."""
+    """The batch's sealed objects; when a worker died, the batch is prepared again alone."""
     try:
         return batch.future.result()
     except BrokenProcessPool:
         if workers is None:
             raise
     workers.renew(batch.generation)
-    log.warning("a worker died on a batch of %d objects: preparing each alone", len(batch.items))
-    prepared: list[PreparedObject] = []
-    for obj, data, etag in batch.items:
-        args = (settings, options.max_decompressed, options.validator, options.max_ratio)
+    log.warning("a worker died on a batch of %d objects: preparing it again", len(batch.items))
+    args = (settings, options.max_decompressed, options.validator, options.max_ratio)
+    alone = workers
+
+    def isolate(items: list[tuple[S3Object, bytes, str]]) -> list[PreparedObject]:
+        """Prepare ``items`` alone in a process; halve them while a worker still dies."""
         try:
-            prepared += workers.isolated(prepare_batch, [(obj, data, etag)], *args)
+            sealed: list[PreparedObject] = alone.isolated(prepare_batch, items, *args)
+            return sealed
         except BrokenProcessPool:
-            prepared.append(_worker_died(obj, etag, "preparing"))
-    return prepared
+            if len(items) == 1:
+                obj, _, etag = items[0]
+                return [_worker_died(obj, etag, "preparing")]
+            middle = len(items) // 2
+            return isolate(items[:middle]) + isolate(items[middle:])
+
+    return isolate(batch.items)
 
 
 def load_objects(

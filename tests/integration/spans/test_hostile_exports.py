@@ -436,7 +436,7 @@ def _workers(pid: int) -> list[int]:
                 with open(f"/proc/{entry}/stat") as stat:
                     parent = int(stat.read().rsplit(")", 1)[1].split()[1])
                 with open(f"/proc/{entry}/cmdline", "rb") as cmdline:
-                    spawned = b"multiprocessing" in cmdline.read()
+                    spawned = b"multiprocessing.spawn" in cmdline.read()
             except OSError:
                 continue
             if parent == pid and spawned:
@@ -564,3 +564,36 @@ def test_a_mixed_hostile_batch_loads_in_one_run_with_every_span_accounted_for(
     second = subprocess.run(command, env=env, capture_output=True, timeout=600)
     assert second.returncode == 0, second.stderr.decode()[-3000:]
     assert query(db_url, "select count(*) from raw.otel_spans")[0][0] == landed
+
+
+def test_a_worker_killed_from_outside_loses_nothing(s3, db_url: str) -> None:
+    settings = replace(SETTINGS, load_workers=2)
+    rng = random.Random(16)
+    pad = {"pad": "z" * 2000}
+    keys = [
+        put(s3, request([llm_span(rng, T0, extra=pad) for _ in range(400)]), minute=m % 15)
+        for m in range(12)
+    ]
+    killed: list[int] = []
+
+    def kill_first_worker() -> None:
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline:
+            for pid in _workers(os.getpid()):
+                time.sleep(0.3)  # let it start on the batch
+                os.kill(pid, signal.SIGKILL)
+                killed.append(pid)
+                return
+            time.sleep(0.01)
+
+    killer = threading.Thread(target=kill_first_worker, daemon=True)
+    killer.start()
+    report = ingest(s3, db_url, settings)
+    killer.join()
+
+    assert killed
+    assert report.count("quarantined") == 0 and report.spans == 12 * 400
+    assert query(db_url, "select count(distinct (trace_id, span_id)) from raw.otel_spans") == [
+        (12 * 400,)
+    ]
+    assert all(manifest(db_url, k)["status"] == "loaded" for k in keys)
