@@ -493,8 +493,9 @@ def test_an_object_that_kills_its_worker_is_quarantined_and_the_loader_survives(
 # --- everything at once, through the CLI -----------------------------------------------
 
 
+@pytest.mark.parametrize("validate", ["0", "1"], ids=["gate-off", "gx-gate-on"])
 def test_a_mixed_hostile_batch_loads_in_one_run_with_every_span_accounted_for(
-    s3, db_url: str, aws_endpoint: str
+    s3, db_url: str, aws_endpoint: str, validate: str
 ) -> None:
     rng = random.Random(15)
     expected_in_quarantine = 0
@@ -533,7 +534,7 @@ def test_a_mixed_hostile_batch_loads_in_one_run_with_every_span_accounted_for(
         "SPANCOST_SPANS_BUCKET": "spans",
         "SPANCOST_SPANS_PREFIX": "otel",
         "SPANCOST_USER_ID_SALT": "hostile",
-        "SPANCOST_VALIDATE": "0",
+        "SPANCOST_VALIDATE": validate,
         "SPANCOST_LOAD_WORKERS": "2",
         "AWS_ENDPOINT_URL": aws_endpoint,
     }
