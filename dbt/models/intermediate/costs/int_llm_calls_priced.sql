@@ -18,13 +18,20 @@ model_aliases as (
 
 ),
 
-llm_calls as (
+token_semantics as (
+
+    select * from {{ ref('emitter_token_semantics') }}
+
+),
+
+llm_spans as (
 
     select
         span_key,
         trace_id,
         span_id,
         start_time,
+        scope_name,
         provider,
         coalesce(request_model, response_model) as model,
         request_model,
@@ -44,6 +51,83 @@ llm_calls as (
 
     from spans
     where has_usage
+
+),
+
+semantics_matches as (
+
+    -- The emitter's row for the call: one naming the call's provider wins over
+    -- one for every provider of the scope.
+    select
+        llm_spans.span_key,
+        llm_spans.start_time,
+        token_semantics.input_includes_cache,
+        token_semantics.output_includes_reasoning,
+        row_number() over (
+            partition by llm_spans.span_key, llm_spans.start_time
+            order by token_semantics.provider is null
+        ) as semantics_rank
+
+    from llm_spans
+    inner join token_semantics
+        on
+            llm_spans.scope_name = token_semantics.scope_name
+            and (
+                token_semantics.provider is null
+                or llm_spans.provider = token_semantics.provider
+            )
+
+),
+
+llm_calls as (
+
+    -- Token counts as the conventions mean them, whatever the emitter meant: input
+    -- including cache reads and writes, output including reasoning. Scopes without
+    -- a row follow the conventions.
+    select
+        llm_spans.span_key,
+        llm_spans.trace_id,
+        llm_spans.span_id,
+        llm_spans.start_time,
+        llm_spans.scope_name,
+        llm_spans.provider,
+        llm_spans.model,
+        llm_spans.request_model,
+        llm_spans.response_model,
+        llm_spans.pipeline_id,
+        llm_spans.team,
+        llm_spans.feature,
+        llm_spans.environment,
+        llm_spans.user_id_hash,
+        llm_spans.region,
+        case
+            when coalesce(semantics_matches.input_includes_cache, true)
+                then llm_spans.input_tokens
+            else
+                coalesce(llm_spans.input_tokens, 0)
+                + coalesce(llm_spans.cache_read_tokens, 0)
+                + coalesce(llm_spans.cache_creation_tokens, 0)
+        end as input_tokens,
+        case
+            when coalesce(semantics_matches.output_includes_reasoning, true)
+                then llm_spans.output_tokens
+            else coalesce(llm_spans.output_tokens, 0) + coalesce(llm_spans.reasoning_tokens, 0)
+        end as output_tokens,
+        llm_spans.cache_read_tokens,
+        llm_spans.cache_creation_tokens,
+        llm_spans.reasoning_tokens,
+        llm_spans.input_tokens as reported_input_tokens,
+        llm_spans.output_tokens as reported_output_tokens,
+        coalesce(semantics_matches.input_includes_cache, true) as input_includes_cache,
+        coalesce(semantics_matches.output_includes_reasoning, true) as output_includes_reasoning,
+        llm_spans.reported_cost_usd
+
+    from llm_spans
+    left join semantics_matches
+        on
+            llm_spans.span_key = semantics_matches.span_key
+            and llm_spans.start_time = semantics_matches.start_time
+            and semantics_matches.semantics_rank = 1
 
 ),
 
@@ -273,6 +357,7 @@ final as (
         trace_id,
         span_id,
         start_time,
+        scope_name,
         provider,
         model,
         request_model,
@@ -291,6 +376,10 @@ final as (
         cache_read_tokens,
         cache_creation_tokens,
         reasoning_tokens,
+        reported_input_tokens,
+        reported_output_tokens,
+        input_includes_cache,
+        output_includes_reasoning,
         uncached_input_tokens,
         input_usd_per_mtok,
         output_usd_per_mtok,
