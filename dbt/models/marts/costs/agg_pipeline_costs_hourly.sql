@@ -11,9 +11,12 @@ with
 
 llm_calls as (
 
-    select * from {{ ref('int_llm_calls_priced') }}
+    select * from {{ ref('int_llm_calls_counted') }}
     -- Whole UTC hours: the lookback window, or the vars' range on a backfill.
-    where {{ incremental_window('start_time', time_key='hour') }}
+    -- Each API call once: duplicates and roll-ups are left out.
+    where
+        is_counted
+        and {{ incremental_window('start_time', time_key='hour') }}
 
 ),
 
