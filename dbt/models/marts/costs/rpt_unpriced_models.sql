@@ -2,7 +2,8 @@ with
 
 llm_calls as (
 
-    select * from {{ ref('int_llm_calls_priced') }}
+    select * from {{ ref('int_llm_calls_counted') }}
+    where is_counted
 
 ),
 
