@@ -142,10 +142,11 @@ def cmd_demo(args: argparse.Namespace) -> int:
     snapshots = pipeline.snapshot_sagemaker(url, _sagemaker_clients(), now)
     print(f"sagemaker: {sum(r.endpoints for r in snapshots)} endpoints snapshotted")
 
-    dbt_build.build(url)
+    # Rebuild the marts of the demo's own day, whatever the lookback would reach.
+    dbt_build.build(url, dbt_vars={"start_time": start.isoformat(), "end_time": end.isoformat()})
     print("dbt build: ok\n")
     print(f"Estimated LLM cost per pipeline, {start:%Y-%m-%d} (UTC):\n")
-    print(report.pipeline_costs_table(url))
+    print(report.pipeline_costs_table(url, start, end))
     return 0
 
 
@@ -208,8 +209,24 @@ def cmd_docs(args: argparse.Namespace) -> int:
     return 0
 
 
+def report_window(
+    day: str | None, start: str | None, end: str | None
+) -> tuple[datetime | None, datetime | None]:
+    """The window ``spancost report`` sums: one UTC day, a range, or everything."""
+    if day and (start or end):
+        raise ConfigError("--date cannot be combined with --start/--end")
+    if day:
+        return demo_window(day)
+    low = settings.utc_time(start, "--start") if start else None
+    high = settings.utc_time(end, "--end") if end else None
+    if low and high and high <= low:
+        raise ConfigError(f"--end ({high.isoformat()}) must be after --start ({low.isoformat()})")
+    return low, high
+
+
 def cmd_report(args: argparse.Namespace) -> int:
-    print(report.pipeline_costs_table(db.database_url()))
+    start, end = report_window(args.date, args.start, args.end)
+    print(report.pipeline_costs_table(db.database_url(), start, end))
     return 0
 
 
@@ -275,6 +292,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_docs)
 
     p = sub.add_parser("report", help="print the cost per pipeline from the mart")
+    p.add_argument("--date", help="one UTC day (YYYY-MM-DD)")
+    p.add_argument("--start", help="first hour to sum (ISO 8601, UTC)")
+    p.add_argument("--end", help="end of the window, excluded (ISO 8601, UTC)")
     p.set_defaults(func=cmd_report)
 
     p = sub.add_parser(

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
+from datetime import datetime
 from decimal import Decimal
 from typing import Any
 
@@ -17,14 +18,28 @@ select
     sum(output_tokens)::bigint as output_tokens,
     sum(estimated_cost_usd) as estimated_cost_usd
 from marts.agg_pipeline_costs_hourly
+where (%(start)s::timestamptz is null or hour >= %(start)s)
+    and (%(end)s::timestamptz is null or hour < %(end)s)
 group by pipeline_id, team
 order by estimated_cost_usd desc nulls last, pipeline_id
 """
 
 
-def pipeline_costs(url: str) -> list[tuple[Any, ...]]:
+def pipeline_costs(
+    url: str, start: datetime | None = None, end: datetime | None = None
+) -> list[tuple[Any, ...]]:
+    """Cost per pipeline and team over the hours in [start, end) (either bound optional)."""
     with db.connect(url) as conn:
-        return conn.execute(PIPELINE_COSTS_SQL).fetchall()
+        return conn.execute(PIPELINE_COSTS_SQL, {"start": start, "end": end}).fetchall()
+
+
+def window_text(start: datetime | None, end: datetime | None) -> str:
+    """The window a report summed, as a heading says it."""
+    if start is None and end is None:
+        return "every hour in marts.agg_pipeline_costs_hourly"
+    low = f"{start:%Y-%m-%d %H:%M}" if start else "the first hour"
+    high = f"{end:%Y-%m-%d %H:%M}" if end else "the last hour"
+    return f"hours from {low} to {high} (UTC, end excluded)"
 
 
 def _cell(value: Any) -> str:
@@ -56,8 +71,11 @@ def format_table(headers: Sequence[str], rows: Sequence[Sequence[Any]]) -> str:
     return "\n".join(out)
 
 
-def pipeline_costs_table(url: str) -> str:
-    rows = pipeline_costs(url)
+def pipeline_costs_table(
+    url: str, start: datetime | None = None, end: datetime | None = None
+) -> str:
+    """The per-pipeline table of the window, headed by the window it summed."""
+    rows = pipeline_costs(url, start, end)
     total = sum((row[5] for row in rows if row[5] is not None), Decimal(0))
     headers = [
         "pipeline_id",
@@ -67,4 +85,5 @@ def pipeline_costs_table(url: str) -> str:
         "output_tokens",
         "estimated_cost_usd",
     ]
-    return format_table(headers, rows) + f"\n\ntotal estimated cost: ${total:,.4f}"
+    heading = f"summed over {window_text(start, end)}\n\n"
+    return heading + format_table(headers, rows) + f"\n\ntotal estimated cost: ${total:,.4f}"

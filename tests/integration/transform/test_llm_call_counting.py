@@ -223,3 +223,13 @@ def test_double_reported_and_nested_calls_cost_once_as_their_emitters_meant(
         ("3" * 16, "4" * 16, "nested_rollup"),
     ]
     assert bedrock_input == (1300, 1000)
+
+    from spancost.transform import report
+
+    day = T0.replace(hour=0)
+    ((_, _, _, _, _, that_day),) = report.pipeline_costs(db_url, day, day + timedelta(days=1))
+    assert that_day == expected
+    assert report.pipeline_costs(db_url, day + timedelta(days=1), day + timedelta(days=2)) == []
+    assert "hours from 2026-01-12 00:00" in report.pipeline_costs_table(
+        db_url, day, day + timedelta(days=1)
+    )
