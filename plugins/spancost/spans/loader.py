@@ -24,7 +24,7 @@ from collections import Counter
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from concurrent.futures import Future, ProcessPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import date, timedelta
 from typing import Any
 
@@ -38,6 +38,7 @@ from spancost.spans.normalize import (
     NormalizeSettings,
     Rejection,
     normalize_object,
+    too_many_spans,
 )
 from spancost.spans.otlp import (
     NotJsonLines,
@@ -99,13 +100,7 @@ class PreparedObject:
 
     def quarantine_for(self, exc: BaseException, stage: str) -> None:
         """Quarantine for an error that one object's content caused (never S3 or Postgres)."""
-        if isinstance(exc, BadExport):
-            self.quarantine(str(exc), exc.error_type, exc.location)
-        else:
-            self.quarantine(
-                f"{self.obj.key}: {type(exc).__name__} while {stage}: {exc}"[:2000],
-                type(exc).__name__,
-            )
+        self.quarantine(*describe_failure(self.obj, exc, stage))
 
     def seal(self) -> None:
         """Encode the rows as COPY text and keep only what the commit needs.
@@ -241,6 +236,20 @@ def count_duplicates(rows: Sequence[dict[str, Any]]) -> int:
 def span_key(row: dict[str, Any]) -> int:
     """A compact key of a row's ids, to find duplicates across a streamed object's chunks."""
     return int(row["trace_id"][16:], 16) << 64 | int(row["span_id"], 16)
+
+
+def describe_failure(obj: S3Object, exc: BaseException, stage: str) -> tuple[str, str, str | None]:
+    """The reason, error type and location (line, column or JSON path) that a manifest
+    row keeps for an object whose content made ``stage`` raise ``exc``."""
+    if isinstance(exc, BadExport):
+        return str(exc), exc.error_type, exc.location
+    if isinstance(exc, psycopg.DataError):  # Postgres refused a value: name its COPY line
+        primary = exc.diag.message_primary or str(exc)
+        context = exc.diag.context
+        where = context.splitlines()[0] if context else None
+        reason = f"{obj.key}: Postgres refused a value: {primary}"
+        return reason + (f" ({where})" if where else ""), type(exc).__name__, where
+    return f"{obj.key}: {type(exc).__name__} while {stage}: {exc}"[:2000], type(exc).__name__, None
 
 
 def infrastructure(exc: BaseException) -> bool:
@@ -472,7 +481,7 @@ def _record(
 ) -> ObjectResult:
     """Write the object's manifest row (same transaction as its rows)."""
     counted = {kind: count for kind, count in sorted((changes or {}).items()) if count}
-    result = ObjectResult(**{**result.__dict__, "changed": sum(counted.values())})
+    result = replace(result, changed=sum(counted.values()))
     conn.execute(
         """
         insert into raw.s3_objects
@@ -526,16 +535,6 @@ def _record(
     return result
 
 
-def _refused(obj: S3Object, exc: psycopg.DataError) -> tuple[str, str | None]:
-    """Why Postgres refused an object's rows, and where (its COPY line and column)."""
-    primary = exc.diag.message_primary or str(exc)
-    context = exc.diag.context
-    where = context.splitlines()[0] if context else None
-    return f"{obj.key}: Postgres refused a value: {primary}" + (
-        f" ({where})" if where else ""
-    ), where
-
-
 def commit_object(conn: Conn, prepared: PreparedObject) -> ObjectResult:
     """Land one sealed object in one transaction; skip it if this etag is already in."""
     obj = prepared.obj
@@ -546,8 +545,7 @@ def commit_object(conn: Conn, prepared: PreparedObject) -> ObjectResult:
             with conn.transaction():  # a savepoint: a refused value quarantines the object
                 _write(conn, obj, prepared)
         except psycopg.DataError as exc:
-            reason, where = _refused(obj, exc)
-            prepared.quarantine(reason, type(exc).__name__, where)
+            prepared.quarantine_for(exc, "writing")
         return _record(
             conn,
             obj,
@@ -830,11 +828,7 @@ def _stream_once(
             spans += part.spans
             rejected += len(part.rejections)
             if spans + rejected > most:
-                raise BadExport(
-                    f"{obj.key}: more than {most} spans in one object "
-                    "(SPANCOST_MAX_SPANS_PER_OBJECT)",
-                    error_type="TooManySpans",
-                )
+                raise too_many_spans(obj.key, most)
             for key in part.span_keys or ():
                 if key in seen:
                     duplicates += 1
@@ -875,19 +869,10 @@ def _stream_once(
                     raise _MissingPartitions(absent)
         except (_MissingPartitions, NotJsonLines, BrokenProcessPool):
             raise
-        except psycopg.DataError as exc:
-            reason, location = _refused(obj, exc)
-            error_type = type(exc).__name__
         except Exception as exc:
             if infrastructure(exc):
                 raise
-            failed = PreparedObject(obj=obj, etag=etag)
-            failed.quarantine_for(exc, "streaming")
-            reason, error_type, location = (
-                failed.quarantine_reason,
-                failed.error_type,
-                failed.error_location,
-            )
+            reason, error_type, location = describe_failure(obj, exc, "streaming")
         finally:
             for future in in_flight:
                 future.cancel()
@@ -1073,21 +1058,22 @@ def _prepared(
     workers.renew(batch.generation)
     log.warning("a worker died on a batch of %d objects: preparing it again", len(batch.items))
     args = (settings, options.max_decompressed, options.validator, options.max_ratio)
-    alone = workers
+    return _isolate(workers, batch.items, args)
 
-    def isolate(items: list[tuple[S3Object, bytes, str]]) -> list[PreparedObject]:
-        """Prepare ``items`` alone in a process; halve them while a worker still dies."""
-        try:
-            sealed: list[PreparedObject] = alone.isolated(prepare_batch, items, *args)
-            return sealed
-        except BrokenProcessPool:
-            if len(items) == 1:
-                obj, _, etag = items[0]
-                return [_worker_died(obj, etag, "preparing")]
-            middle = len(items) // 2
-            return isolate(items[:middle]) + isolate(items[middle:])
 
-    return isolate(batch.items)
+def _isolate(
+    workers: _Workers, items: list[tuple[S3Object, bytes, str]], args: tuple[Any, ...]
+) -> list[PreparedObject]:
+    """Prepare ``items`` alone in a process; halve them while a worker still dies."""
+    try:
+        sealed: list[PreparedObject] = workers.isolated(prepare_batch, items, *args)
+        return sealed
+    except BrokenProcessPool:
+        if len(items) == 1:
+            obj, _, etag = items[0]
+            return [_worker_died(obj, etag, "preparing")]
+        middle = len(items) // 2
+        return _isolate(workers, items[:middle], args) + _isolate(workers, items[middle:], args)
 
 
 def load_objects(

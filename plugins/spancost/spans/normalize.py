@@ -147,6 +147,14 @@ class Normalized:
     changes: Counter[str] = field(default_factory=Counter)
 
 
+def too_many_spans(where: str, most: int) -> BadExport:
+    """The error that quarantines an object of more than ``most`` spans."""
+    return BadExport(
+        f"{where}: more than {most} spans in one object (SPANCOST_MAX_SPANS_PER_OBJECT)",
+        error_type="TooManySpans",
+    )
+
+
 def is_content_key(key: str, content_keys: tuple[str, ...]) -> bool:
     return key in content_keys or key.startswith(_prefixes(content_keys))
 
@@ -276,14 +284,14 @@ class _Resource:
 class Normalizer:
     """Turns decoded export requests into rows and rejections, one pass per span."""
 
-    def __init__(self, settings: NormalizeSettings, changes: Counter[str] | None = None) -> None:
+    def __init__(self, settings: NormalizeSettings) -> None:
         self.settings = settings
         self.latest_ns = int((settings.now + MAX_FUTURE).timestamp()) * 1_000_000_000
         self._salt = settings.user_id_salt
         self._limit = settings.max_attribute_bytes
         self._depth = settings.max_attribute_depth
         self._count = settings.max_attributes
-        self.changes: Counter[str] = Counter() if changes is None else changes
+        self.changes: Counter[str] = Counter()
         self._actions: dict[str, tuple[int, int, int]] = {}
         self._users: dict[str, str] = {}
 
@@ -352,7 +360,7 @@ class Normalizer:
                             problem = (key, f"bad attribute value: {exc}", "")
                         value = msgspec.json.encode(raw).decode()[:200]  # kept as sent
                     else:
-                        size = _size(value)
+                        size = _size(value) if value.__class__ in _SIZED else 0
                         if size > limit:
                             if problem is None:
                                 problem = (key, f"attribute value is over {limit} bytes", "")
@@ -398,11 +406,7 @@ class Normalizer:
                     scope_name = (scope.name or None) if scope else None
                     scope_version = (scope.version or None) if scope else None
                     if len(rows) + len(rejections) + len(scope_spans.spans) > most:
-                        raise BadExport(
-                            f"{where}: more than {most} spans in one object "
-                            "(SPANCOST_MAX_SPANS_PER_OBJECT)",
-                            error_type="TooManySpans",
-                        )
+                        raise too_many_spans(where, most)
                     for span in scope_spans.spans:
                         row = self.row(span, resource, scope_name, scope_version)
                         if row.__class__ is dict:
@@ -424,8 +428,8 @@ class Normalizer:
         trace_id: str | None = span.trace_id
         span_id: str | None = span.span_id
         try:
-            trace_id = _id(span.trace_id, 16, "traceId", "trace id")
-            span_id = _id(span.span_id, 8, "spanId", "span id")
+            trace_id = _valid_id(span.trace_id, 16, "traceId", "trace id")
+            span_id = _valid_id(span.span_id, 8, "spanId", "span id")
             row = self._row(span, attrs, problem, found, resource, trace_id, span_id)
         except _Reject as bad:
             return Rejection(
@@ -456,14 +460,12 @@ class Normalizer:
         trace_id: str | None,
         span_id: str | None,
     ) -> dict[str, Any]:
-        parent_span_id = None
-        if span.parent_span_id:
-            try:
-                parent_span_id = _id(span.parent_span_id, 8, "parentSpanId", "parent span id")
-            except _Reject as bad:
-                if not bad.reason.endswith("defines as invalid"):  # all zeros: a root span
-                    raise
-                self.changes[ZERO_PARENT_SPAN_ID] += 1  # some converters write it for a root
+        parent_span_id = (
+            _id(span.parent_span_id, 8, "parentSpanId") if span.parent_span_id else None
+        )
+        if parent_span_id in _ZERO_IDS:  # some converters write it for a root span
+            parent_span_id = None
+            self.changes[ZERO_PARENT_SPAN_ID] += 1
         kind = _enum(span.kind, SPAN_KINDS, "kind")
         status = span.status
         status_code = _enum(status.code, STATUS_CODES, "status.code") if status else 0
@@ -565,24 +567,28 @@ class Normalizer:
         return links
 
 
-def _id(raw: str, size: int, field: str, name: str) -> str | None:
+def _id(raw: str, size: int, field: str) -> str | None:
     """A span or trace id as lowercase hex, or the rejection naming the field."""
     try:
-        value = normalize_id(raw, size)
+        return normalize_id(raw, size)
     except ValueError as exc:
         raise _Reject(str(exc), field, raw) from exc
+
+
+def _valid_id(raw: str, size: int, field: str, name: str) -> str | None:
+    """Like :func:`_id`, and an all-zero id, which OTLP defines as invalid, is rejected."""
+    value = _id(raw, size, field)
     if value in _ZERO_IDS:
         raise _Reject(f"{name} is all zeros, which OTLP defines as invalid", field, raw)
     return value
 
 
-def _size(value: Any) -> int:
-    """The stored size of a non-string attribute value (its JSON, for arrays and maps)."""
-    if value.__class__ is str:
-        return len(value)
-    if value.__class__ is list or value.__class__ is dict:
-        return len(msgspec.json.encode(value))
-    return 0
+_SIZED = frozenset((str, list, dict))  # value types that can pass the size limit
+
+
+def _size(value: str | list[Any] | dict[str, Any]) -> int:
+    """The stored size of an attribute value: its length, or its JSON for arrays and maps."""
+    return len(value) if value.__class__ is str else len(msgspec.json.encode(value))
 
 
 def _enum(value: int | str | None, names: dict[str, int], field: str) -> int:
