@@ -29,6 +29,7 @@ import pytest
 from spancost import pipeline
 from spancost.settings import Settings, SpanSource
 from tests.otlp_factory import attr, key, llm_span
+from tests.procs import rss_bytes, spawn_workers
 
 pytestmark = pytest.mark.integration
 
@@ -416,41 +417,13 @@ def test_duplicates_inside_one_object_are_counted_and_land_once_for_dbt(s3, db_u
 # --- a worker process that dies -------------------------------------------------------
 
 
-def _rss_bytes(pid: int) -> int:
-    try:
-        with open(f"/proc/{pid}/status") as status:
-            for line in status:
-                if line.startswith("VmRSS:"):
-                    return int(line.split()[1]) * 1024
-    except OSError:
-        pass
-    return 0
-
-
-def _workers(pid: int) -> list[int]:
-    """The loader's worker processes: children started by multiprocessing's spawn."""
-    found = []
-    for entry in os.listdir("/proc"):
-        if entry.isdigit():
-            try:
-                with open(f"/proc/{entry}/stat") as stat:
-                    parent = int(stat.read().rsplit(")", 1)[1].split()[1])
-                with open(f"/proc/{entry}/cmdline", "rb") as cmdline:
-                    spawned = b"multiprocessing.spawn" in cmdline.read()
-            except OSError:
-                continue
-            if parent == pid and spawned:
-                found.append(int(entry))
-    return found
-
-
 def oom_killer(limit: int, stop: threading.Event, killed: list[int]) -> None:
     """Like the kernel's OOM killer in a memory-limited container: SIGKILL any worker of
     this process whose resident memory passes ``limit``."""
     me = os.getpid()
     while not stop.is_set():
-        for pid in _workers(me):
-            if _rss_bytes(pid) > limit:
+        for pid in spawn_workers(me):
+            if rss_bytes(pid) > limit:
                 try:
                     os.kill(pid, signal.SIGKILL)
                     killed.append(pid)
@@ -580,7 +553,7 @@ def test_a_worker_killed_from_outside_loses_nothing(s3, db_url: str) -> None:
     def kill_first_worker() -> None:
         deadline = time.monotonic() + 60
         while time.monotonic() < deadline:
-            for pid in _workers(os.getpid()):
+            for pid in spawn_workers(os.getpid()):
                 time.sleep(0.3)  # let it start on the batch
                 os.kill(pid, signal.SIGKILL)
                 killed.append(pid)

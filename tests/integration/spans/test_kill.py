@@ -22,6 +22,7 @@ import psycopg
 import pytest
 
 from tests.otlp_factory import export, key, llm_span
+from tests.procs import children
 
 pytestmark = pytest.mark.integration
 
@@ -136,20 +137,6 @@ def test_kill_during_copy_commits_nothing_and_a_rerun_loads_everything(
     rerun = loader(db_url, aws_endpoint)
     assert rerun.wait(timeout=300) == 0, rerun.stderr.read() if rerun.stderr else ""
     assert_exact(db_url, expected)
-
-
-def children(pid: int) -> set[int]:
-    found = set()
-    for entry in os.listdir("/proc"):
-        if entry.isdigit():
-            try:
-                with open(f"/proc/{entry}/stat") as stat:
-                    fields = stat.read().rsplit(")", 1)[1].split()
-            except OSError:
-                continue
-            if int(fields[1]) == pid:
-                found.add(int(entry))
-    return found
 
 
 def alive(pids: set[int]) -> set[int]:
