@@ -284,38 +284,43 @@ def split_documents(text: bytes) -> Iterator[tuple[int, bytes]]:
     yield from _scan_concatenated(text)
 
 
+_STRUCTURE = re.compile(rb'"(?:[^"\\]|\\.)*"|"|[{}\[\]]', re.DOTALL)
+
+
+def _structure(text: bytes) -> Iterator[tuple[int, int]]:
+    """(offset, byte) of each brace and bracket outside JSON strings, escapes respected;
+    last (offset, ``"``) when a string is still open at the end of the text."""
+    for match in _STRUCTURE.finditer(text):
+        token = match.group()
+        if token[0] != 0x22:
+            yield match.start(), token[0]
+        elif len(token) == 1:
+            yield match.start(), 0x22
+            return
+
+
 def _scan_concatenated(text: bytes) -> Iterator[tuple[int, bytes]]:
     """Split back-to-back JSON documents by brace depth (strings and escapes respected)."""
     depth = 0
-    in_string = False
-    escaped = False
+    open_string = False
     start = 0
     line = 1
-    start_line = 1
-    for index, byte in enumerate(text):
-        if byte == 0x0A:
-            line += 1
-        if in_string:
-            if escaped:
-                escaped = False
-            elif byte == 0x5C:
-                escaped = True
-            elif byte == 0x22:
-                in_string = False
-            continue
+    counted = 0  # newlines are counted up to here
+    for index, byte in _structure(text):
         if byte == 0x22:
-            in_string = True
+            open_string = True
         elif byte in (0x7B, 0x5B):
             if depth == 0:
+                line += text.count(b"\n", counted, index)
+                counted = index
                 start = index
-                start_line = line
             depth += 1
-        elif byte in (0x7D, 0x5D):
+        else:
             depth -= 1
             if depth == 0:
-                yield start_line, text[start : index + 1]
-    if depth != 0 or in_string:
-        yield start_line, text[start:]  # truncated tail: the decoder reports where
+                yield line, text[start : index + 1]
+    if depth != 0 or open_string:
+        yield line, text[start:]  # truncated tail: the decoder reports where
 
 
 class NotJsonLines(Exception):  # noqa: N818 - a signal, not an error to report
@@ -378,41 +383,31 @@ def cap_depth(text: bytes, limit: int = MAX_JSON_DEPTH) -> bytes:
     """The JSON text with every container nested deeper than ``limit`` replaced by an
     empty one of its kind (``{}`` or ``[]``), strings and escapes respected.
 
-    Only for a document the decoder refused as too deep: a byte loop in Python,
-    slow, and never on the path of ordinary exports. The cut lies far below the
-    AnyValue depth limit, so the span that held the value is still rejected by
-    that limit, naming its attribute.
+    Only for a document the decoder refused as too deep, never on the path of
+    ordinary exports. The cut lies far below the AnyValue depth limit, so the
+    span that held the value is still rejected by that limit, naming its
+    attribute.
     """
     out = bytearray()
     depth = 0
-    in_string = escaped = False
-    skip_from = -1  # depth at which a cut container started, or -1
-    for byte in text:
-        if in_string:
-            if escaped:
-                escaped = False
-            elif byte == 0x5C:
-                escaped = True
-            elif byte == 0x22:
-                in_string = False
-            if skip_from < 0:
-                out.append(byte)
-            continue
+    copied = 0  # text[:copied] is in out, or was cut
+    cut_at = -1  # the depth of the container being cut, or -1
+    for index, byte in _structure(text):
         if byte == 0x22:
-            in_string = True
-        elif byte in (0x7B, 0x5B):
+            break  # a string open to the end: nothing more to cut
+        if byte in (0x7B, 0x5B):
             depth += 1
-            if skip_from < 0 and depth > limit:
-                skip_from = depth
+            if cut_at < 0 and depth > limit:
+                out += text[copied:index]
                 out += b"{}" if byte == 0x7B else b"[]"
-                continue
-        elif byte in (0x7D, 0x5D):
+                cut_at = depth
+        else:
             depth -= 1
-            if skip_from >= 0 and depth < skip_from:
-                skip_from = -1
-                continue
-        if skip_from < 0:
-            out.append(byte)
+            if cut_at >= 0 and depth < cut_at:
+                cut_at = -1
+                copied = index + 1
+    if cut_at < 0:
+        out += text[copied:]
     return bytes(out)
 
 
