@@ -63,6 +63,15 @@ class Settings:
     load_workers: int = 0
     validate: bool = True
 
+    def __post_init__(self) -> None:
+        # Deeper values are cut before decoding (otlp.MAX_JSON_DEPTH), so a larger
+        # limit could no longer see them and would load them cut short.
+        if not 1 <= self.max_attribute_depth <= MAX_ATTRIBUTE_DEPTH:
+            raise ConfigError(
+                f"SPANCOST_MAX_ATTRIBUTE_DEPTH must be between 1 and {MAX_ATTRIBUTE_DEPTH}, "
+                f"got {self.max_attribute_depth}"
+            )
+
 
 # Each worker holds ~150 MiB, ~400 MiB once it has imported Great Expectations for the gate.
 MAX_DEFAULT_LOAD_WORKERS = 4
@@ -116,11 +125,6 @@ def from_env(env: Mapping[str, str] | None = None) -> Settings:
     extra_content = tuple(
         key.strip() for key in env.get("SPANCOST_CONTENT_ATTRIBUTES", "").split(",") if key.strip()
     )
-    depth = _int(env, "SPANCOST_MAX_ATTRIBUTE_DEPTH", DEFAULT_MAX_ATTRIBUTE_DEPTH)
-    if not 1 <= depth <= MAX_ATTRIBUTE_DEPTH:
-        raise ConfigError(
-            f"SPANCOST_MAX_ATTRIBUTE_DEPTH must be between 1 and {MAX_ATTRIBUTE_DEPTH}, got {depth}"
-        )
     return Settings(
         spans=SpanSource(
             bucket=bucket,
@@ -134,7 +138,7 @@ def from_env(env: Mapping[str, str] | None = None) -> Settings:
         user_id_salt=salt,
         content_keys=DEFAULT_CONTENT_KEYS + extra_content,
         max_attribute_bytes=_int(env, "SPANCOST_MAX_ATTRIBUTE_BYTES", 64 * 1024),
-        max_attribute_depth=depth,
+        max_attribute_depth=_int(env, "SPANCOST_MAX_ATTRIBUTE_DEPTH", DEFAULT_MAX_ATTRIBUTE_DEPTH),
         max_attributes=_int(env, "SPANCOST_MAX_ATTRIBUTES", DEFAULT_MAX_ATTRIBUTES),
         max_spans_per_object=_int(
             env, "SPANCOST_MAX_SPANS_PER_OBJECT", DEFAULT_MAX_SPANS_PER_OBJECT
