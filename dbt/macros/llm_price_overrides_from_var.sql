@@ -9,7 +9,8 @@
 
     Each entry is a mapping. provider, model, the four *_usd_per_mtok prices and
     effective_from are required; effective_to, reasoning_usd_per_mtok,
-    batch_factor, flex_factor and source are optional. An unknown or missing key
+    batch_factor, flex_factor, priority_factor, the long_context_* columns and
+    source are optional. An unknown or missing key
     is a compile error that names the entry, so a typo cannot silently drop a
     price. With no var (the default, an empty list) the query returns no rows.
 -#}
@@ -26,6 +27,12 @@
         'reasoning_usd_per_mtok': 'numeric',
         'batch_factor': 'numeric',
         'flex_factor': 'numeric',
+        'priority_factor': 'numeric',
+        'long_context_threshold_tokens': 'bigint',
+        'long_context_input_usd_per_mtok': 'numeric',
+        'long_context_output_usd_per_mtok': 'numeric',
+        'long_context_cache_read_usd_per_mtok': 'numeric',
+        'long_context_cache_write_usd_per_mtok': 'numeric',
         'source': 'text',
     } -%}
     {%- set required = [

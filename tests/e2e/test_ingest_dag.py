@@ -57,6 +57,10 @@ def expected_from_objects(
                         for kv in span.get("attributes", [])
                     }
                     if "gen_ai.usage.input_tokens" not in attrs:
+                        # A failed call without usage is still a call, costing nothing.
+                        failed = span.get("status", {}).get("code") in (2, "STATUS_CODE_ERROR")
+                        if failed and attrs.get("gen_ai.operation.name") == "chat":
+                            calls += 1
                         continue
                     model = attrs["gen_ai.request.model"]
                     price = table[MODEL_IDS.get(model, model)]

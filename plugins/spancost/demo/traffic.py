@@ -521,6 +521,8 @@ class _Trace:
         )
         tokens_per_second = rng.uniform(60.0, 160.0)
         first_token_ms = rng.randint(250, 1200) + input_tokens // 200
+        # Streamed responses say when the first token arrived, in seconds.
+        span.set_attribute("gen_ai.response.time_to_first_chunk", first_token_ms / 1000)
         self.now += first_token_ms * MS + int(output_tokens / tokens_per_second * NS)
         span.end(end_time=self.now)
         self.successful_calls += 1

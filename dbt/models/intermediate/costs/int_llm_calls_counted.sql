@@ -1,6 +1,19 @@
+{{
+    config(
+        materialized='incremental',
+        incremental_strategy='delete+insert',
+        unique_key='trace_id',
+        on_schema_change='fail',
+        indexes=[
+            {'columns': ['trace_id']},
+            {'columns': ['start_time']},
+        ],
+    )
+}}
+
 with recursive
 
-llm_calls as (
+priced_calls as (
 
     select * from {{ ref('int_llm_calls_priced') }}
 
@@ -12,26 +25,51 @@ spans as (
 
 ),
 
-multi_call_traces as (
+touched_traces as (
 
-    -- Only a trace with two or more usage-carrying spans can nest or repeat a call.
-    select trace_id
-    from llm_calls
-    group by trace_id
-    having count(*) > 1
+    -- Traces with a call in the window are rebuilt whole (see macros/trace_window.sql).
+    {{ spancost_touched_traces('priced_calls') }}
+
+),
+
+llm_calls as (
+
+    select priced_calls.*
+    from priced_calls
+    where {{ spancost_in_traces('priced_calls.trace_id', 'touched_traces') }}
 
 ),
 
 trace_spans as (
 
+    -- Every span of those traces, for ancestry: agent and framework spans lie
+    -- between calls. Agent spans are `invoke_agent`/`create_agent` operations, or
+    -- spans named `invoke_agent ...` where the emitter sets no operation.
     select
         spans.trace_id,
         spans.span_id,
-        spans.parent_span_id
+        spans.parent_span_id,
+        spans.span_name,
+        spans.agent_name,
+        (
+            spans.operation in ('invoke_agent', 'create_agent')
+            or (spans.operation is null and spans.span_name like 'invoke\_agent %')
+        ) as is_agent
 
     from spans
-    inner join multi_call_traces
-        on spans.trace_id = multi_call_traces.trace_id
+    where
+        {{ spancost_in_traces('spans.trace_id', 'touched_traces') }}
+        and spans.start_time >= {{ spancost_trace_context_start('llm_calls') }}
+
+),
+
+multi_call_traces as (
+
+    -- Only a trace with two or more calls can nest or repeat a call.
+    select trace_id
+    from llm_calls
+    group by trace_id
+    having count(*) > 1
 
 ),
 
@@ -55,20 +93,16 @@ multi_calls as (
 
 ancestry as (
 
-    -- Every ancestor of every call in those traces, through spans of any kind
-    -- (agent and framework spans between them). Bounded against cycles.
+    -- Every ancestor of every call, through spans of any kind. A call span that is
+    -- itself an agent span is its own nearest agent (hops 0). Bounded against
+    -- cycles.
     select
-        multi_calls.trace_id,
-        multi_calls.span_key,
-        trace_spans.parent_span_id as ancestor_span_id,
-        1 as hops
+        llm_calls.trace_id,
+        llm_calls.span_key,
+        llm_calls.span_id as ancestor_span_id,
+        0 as hops
 
-    from multi_calls
-    inner join trace_spans
-        on
-            multi_calls.trace_id = trace_spans.trace_id
-            and multi_calls.span_id = trace_spans.span_id
-    where trace_spans.parent_span_id is not null
+    from llm_calls
 
     union all
 
@@ -86,6 +120,26 @@ ancestry as (
     where
         trace_spans.parent_span_id is not null
         and ancestry.hops < 100
+
+),
+
+nearest_agents as (
+
+    select
+        ancestry.span_key,
+        trace_spans.span_id as agent_span_id,
+        trace_spans.agent_name,
+        row_number() over (
+            partition by ancestry.span_key
+            order by ancestry.hops
+        ) as agent_rank
+
+    from ancestry
+    inner join trace_spans
+        on
+            ancestry.trace_id = trace_spans.trace_id
+            and ancestry.ancestor_span_id = trace_spans.span_id
+    where trace_spans.is_agent
 
 ),
 
@@ -110,6 +164,7 @@ rollups as (
             and ancestry.ancestor_span_id = outer_calls.span_id
     inner join multi_calls as inner_calls
         on ancestry.span_key = inner_calls.span_key
+    where ancestry.hops > 0
 
 ),
 
@@ -203,44 +258,9 @@ not_counted as (
 final as (
 
     select
-        llm_calls.span_key,
-        llm_calls.trace_id,
-        llm_calls.span_id,
-        llm_calls.parent_span_id,
-        llm_calls.start_time,
-        llm_calls.end_time,
-        llm_calls.scope_name,
-        llm_calls.provider,
-        llm_calls.model,
-        llm_calls.request_model,
-        llm_calls.response_model,
-        llm_calls.priced_model,
-        llm_calls.match_rule,
-        llm_calls.price_origin,
-        llm_calls.pipeline_id,
-        llm_calls.team,
-        llm_calls.feature,
-        llm_calls.environment,
-        llm_calls.user_id_hash,
-        llm_calls.region,
-        llm_calls.input_tokens,
-        llm_calls.output_tokens,
-        llm_calls.cache_read_tokens,
-        llm_calls.cache_creation_tokens,
-        llm_calls.reasoning_tokens,
-        llm_calls.reported_input_tokens,
-        llm_calls.reported_output_tokens,
-        llm_calls.input_includes_cache,
-        llm_calls.output_includes_reasoning,
-        llm_calls.uncached_input_tokens,
-        llm_calls.input_usd_per_mtok,
-        llm_calls.output_usd_per_mtok,
-        llm_calls.cache_read_usd_per_mtok,
-        llm_calls.cache_write_usd_per_mtok,
-        llm_calls.reasoning_usd_per_mtok,
-        llm_calls.is_priced,
-        llm_calls.estimated_cost_usd,
-        llm_calls.reported_cost_usd,
+        llm_calls.*,
+        nearest_agents.agent_span_id,
+        coalesce(nearest_agents.agent_name, llm_calls.agent_name) as call_agent_name,
         not_counted.dropped_span_key is null as is_counted,
         not_counted.dedupe_rule as not_counted_rule,
         not_counted.kept_span_key as counted_instead_span_key
@@ -248,7 +268,11 @@ final as (
     from llm_calls
     left join not_counted
         on llm_calls.span_key = not_counted.dropped_span_key
+    left join nearest_agents
+        on
+            llm_calls.span_key = nearest_agents.span_key
+            and nearest_agents.agent_rank = 1
 
 )
 
-select * from final
+select * from final  -- noqa: AM04

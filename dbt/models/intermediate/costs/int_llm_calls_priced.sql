@@ -1,3 +1,17 @@
+{{
+    config(
+        materialized='incremental',
+        incremental_strategy='delete+insert',
+        unique_key=['span_key', 'start_time'],
+        on_schema_change='fail',
+        indexes=[
+            {'columns': ['span_key', 'start_time']},
+            {'columns': ['trace_id']},
+            {'columns': ['start_time']},
+        ],
+    )
+}}
+
 with
 
 spans as (
@@ -34,6 +48,12 @@ llm_spans as (
         start_time,
         end_time,
         scope_name,
+        span_name,
+        operation,
+        is_error,
+        service_tier,
+        duration_ms,
+        agent_name,
         provider,
         coalesce(request_model, response_model) as model,
         request_model,
@@ -49,10 +69,27 @@ llm_spans as (
         cache_read_tokens,
         cache_creation_tokens,
         reasoning_tokens,
-        reported_cost_usd
+        reported_cost_usd,
+        has_usage,
+        {{ spancost_ttft_ms('attributes', 'start_time') }} as reported_ttft_ms
 
     from spans
-    where has_usage
+    -- A span with usage is a call. A failed call carries no usage and still counts
+    -- as a call: an inference operation, or a span naming a requested model that
+    -- is no agent, tool or other named operation.
+    where
+        (
+            has_usage
+            or (
+                is_error
+                and (
+                    operation in ('chat', 'text_completion', 'generate_content', 'embeddings')
+                    or (operation is null and request_model is not null)
+                )
+            )
+        )
+        -- The lookback window, or the vars' range on a backfill.
+        and {{ incremental_window('start_time', time_key='start_time') }}
 
 ),
 
@@ -94,6 +131,14 @@ llm_calls as (
         llm_spans.start_time,
         llm_spans.end_time,
         llm_spans.scope_name,
+        llm_spans.span_name,
+        llm_spans.operation,
+        llm_spans.is_error,
+        llm_spans.service_tier,
+        llm_spans.duration_ms,
+        llm_spans.agent_name,
+        llm_spans.has_usage,
+        case when llm_spans.reported_ttft_ms >= 0 then llm_spans.reported_ttft_ms end as ttft_ms,
         llm_spans.provider,
         llm_spans.model,
         llm_spans.request_model,
@@ -146,6 +191,14 @@ price_periods as (
         cache_read_usd_per_mtok,
         cache_write_usd_per_mtok,
         reasoning_usd_per_mtok,
+        batch_factor,
+        flex_factor,
+        priority_factor,
+        long_context_threshold_tokens,
+        long_context_input_usd_per_mtok,
+        long_context_output_usd_per_mtok,
+        long_context_cache_read_usd_per_mtok,
+        long_context_cache_write_usd_per_mtok,
         price_origin,
         cast(effective_from as timestamp) at time zone 'UTC' as effective_from_at,
         cast(effective_to as timestamp) at time zone 'UTC' as effective_to_at
@@ -275,6 +328,14 @@ matched_prices as (
         price_periods.cache_read_usd_per_mtok,
         price_periods.cache_write_usd_per_mtok,
         price_periods.reasoning_usd_per_mtok,
+        price_periods.batch_factor,
+        price_periods.flex_factor,
+        price_periods.priority_factor,
+        price_periods.long_context_threshold_tokens,
+        price_periods.long_context_input_usd_per_mtok,
+        price_periods.long_context_output_usd_per_mtok,
+        price_periods.long_context_cache_read_usd_per_mtok,
+        price_periods.long_context_cache_write_usd_per_mtok,
         price_periods.price_origin,
         row_number() over (
             partition by candidate_models.span_key, candidate_models.start_time
@@ -303,19 +364,36 @@ best_matches as (
 
 ),
 
-priced as (
+tiered as (
 
     select
         llm_calls.*,
         best_matches.priced_model,
         best_matches.match_rule,
         best_matches.price_origin,
-        best_matches.input_usd_per_mtok,
-        best_matches.output_usd_per_mtok,
-        best_matches.cache_read_usd_per_mtok,
-        best_matches.cache_write_usd_per_mtok,
-        best_matches.reasoning_usd_per_mtok,
         best_matches.priced_model is not null as is_priced,
+        -- Above the model's threshold (input with cache) every token of the call is
+        -- priced at the long-context rate of its kind, where the model has one.
+        coalesce(
+            llm_calls.input_tokens > best_matches.long_context_threshold_tokens, false
+        ) as is_long_context,
+        best_matches.input_usd_per_mtok as standard_input_usd_per_mtok,
+        best_matches.output_usd_per_mtok as standard_output_usd_per_mtok,
+        best_matches.cache_read_usd_per_mtok as standard_cache_read_usd_per_mtok,
+        best_matches.cache_write_usd_per_mtok as standard_cache_write_usd_per_mtok,
+        best_matches.long_context_input_usd_per_mtok,
+        best_matches.long_context_output_usd_per_mtok,
+        best_matches.long_context_cache_read_usd_per_mtok,
+        best_matches.long_context_cache_write_usd_per_mtok,
+        best_matches.reasoning_usd_per_mtok,
+        -- The service tier's factor on the whole cost; 1 for the standard tier and
+        -- where the model has no factor for the tier.
+        case llm_calls.service_tier
+            when 'batch' then coalesce(best_matches.batch_factor, 1)
+            when 'flex' then coalesce(best_matches.flex_factor, 1)
+            when 'priority' then coalesce(best_matches.priority_factor, 1)
+            else 1
+        end as service_tier_factor,
         -- input_tokens includes cached tokens (GenAI conventions); a missing
         -- count counts as 0.
         coalesce(llm_calls.input_tokens, 0)
@@ -330,13 +408,43 @@ priced as (
 
 ),
 
+priced as (
+
+    select
+        *,
+        case
+            when is_long_context
+                then coalesce(long_context_input_usd_per_mtok, standard_input_usd_per_mtok)
+            else standard_input_usd_per_mtok
+        end as input_usd_per_mtok,
+        case
+            when is_long_context
+                then coalesce(long_context_output_usd_per_mtok, standard_output_usd_per_mtok)
+            else standard_output_usd_per_mtok
+        end as output_usd_per_mtok,
+        case
+            when is_long_context
+                then coalesce(long_context_cache_read_usd_per_mtok, standard_cache_read_usd_per_mtok)  -- noqa: LT05
+            else standard_cache_read_usd_per_mtok
+        end as cache_read_usd_per_mtok,
+        case
+            when is_long_context
+                then coalesce(long_context_cache_write_usd_per_mtok, standard_cache_write_usd_per_mtok)  -- noqa: LT05
+            else standard_cache_write_usd_per_mtok
+        end as cache_write_usd_per_mtok
+
+    from tiered
+
+),
+
 costed as (
 
     select
         *,
         -- Null when the model has no price: never 0. Output tokens include
         -- reasoning tokens: all are priced as output, and reasoning tokens get
-        -- the difference to their own price where the model has one.
+        -- the difference to their own price where the model has one. The service
+        -- tier's factor applies to the whole. A failed call without usage costs 0.
         -- trim_scale drops the trailing zeros numeric division pads, without
         -- changing the value.
         trim_scale(
@@ -347,7 +455,9 @@ costed as (
                 + coalesce(output_tokens, 0) * output_usd_per_mtok
                 + coalesce(reasoning_tokens, 0)
                 * (coalesce(reasoning_usd_per_mtok, output_usd_per_mtok) - output_usd_per_mtok)
-            ) / cast(1000000 as numeric)
+            )
+            * service_tier_factor
+            / cast(1000000 as numeric)
         ) as estimated_cost_usd
 
     from priced
@@ -364,6 +474,14 @@ final as (
         start_time,
         end_time,
         scope_name,
+        span_name,
+        operation,
+        is_error,
+        has_usage,
+        service_tier,
+        duration_ms,
+        ttft_ms,
+        agent_name,
         provider,
         model,
         request_model,
@@ -392,6 +510,8 @@ final as (
         cache_read_usd_per_mtok,
         cache_write_usd_per_mtok,
         reasoning_usd_per_mtok,
+        is_long_context,
+        service_tier_factor,
         is_priced,
         estimated_cost_usd,
         reported_cost_usd

@@ -11,12 +11,10 @@ with
 
 llm_calls as (
 
-    select * from {{ ref('int_llm_calls_counted') }}
+    select * from {{ ref('fct_llm_calls') }}
     -- Whole UTC hours: the lookback window, or the vars' range on a backfill.
-    -- Each API call once: duplicates and roll-ups are left out.
-    where
-        is_counted
-        and {{ incremental_window('start_time', time_key='hour') }}
+    -- Each API call once (fct_llm_calls leaves duplicates and roll-ups out).
+    where {{ incremental_window('start_time', time_key='hour') }}
 
 ),
 

@@ -23,6 +23,8 @@ renamed as (
         kind as span_kind,
         status_code,
         status_message,
+        -- OTLP status ERROR (2), or the conventions' error.type without a status.
+        (status_code = 2 or attributes ? 'error.type') as is_error,
         service_name,
         scope_name,
         scope_version,
@@ -35,6 +37,16 @@ renamed as (
         agent_name,
         agent_id,
         conversation_id,
+        -- The response's tier (what was served) before the request's.
+        lower(coalesce(
+            attributes ->> 'openai.response.service_tier',
+            attributes ->> 'gen_ai.openai.response.service_tier',
+            attributes ->> 'gen_ai.response.service_tier',
+            attributes ->> 'openai.request.service_tier',
+            attributes ->> 'gen_ai.openai.request.service_tier',
+            attributes ->> 'gen_ai.request.service_tier',
+            attributes ->> 'aws.bedrock.service_tier'
+        )) as reported_service_tier,
 
         ---------- usage
         input_tokens,
@@ -116,6 +128,7 @@ final as (
         span_kind,
         status_code,
         status_message,
+        is_error,
         service_name,
         scope_name,
         scope_version,
@@ -126,6 +139,10 @@ final as (
         agent_name,
         agent_id,
         conversation_id,
+        case
+            when reported_service_tier in ('batch', 'flex', 'priority') then reported_service_tier
+            else 'standard'
+        end as service_tier,
         input_tokens,
         output_tokens,
         cache_read_tokens,

@@ -1,0 +1,108 @@
+{{
+    config(
+        materialized='incremental',
+        incremental_strategy='delete+insert',
+        unique_key='trace_id',
+        on_schema_change='fail',
+        indexes=[
+            {'columns': ['trace_id']},
+            {'columns': ['start_time']},
+            {'columns': ['agent_span_id']},
+        ],
+    )
+}}
+
+with
+
+counted_calls as (
+
+    select * from {{ ref('int_llm_calls_counted') }}
+
+),
+
+touched_traces as (
+
+    -- Traces with a call in the window are replaced whole (macros/trace_window.sql).
+    {{ spancost_touched_traces('counted_calls') }}
+
+),
+
+calls as (
+
+    -- Each API call once: duplicates and roll-ups are left out.
+    select counted_calls.*
+    from counted_calls
+    where
+        counted_calls.is_counted
+        and {{ spancost_in_traces('counted_calls.trace_id', 'touched_traces') }}
+
+),
+
+sequenced as (
+
+    -- A retry follows a failed call in the same trace, under the same parent,
+    -- to the same model.
+    select
+        *,
+        coalesce(
+            lag(is_error) over (
+                partition by trace_id, parent_span_id, coalesce(priced_model, model)
+                order by start_time, span_id
+            ),
+            false
+        ) as is_retry
+
+    from calls
+
+),
+
+final as (
+
+    select
+        span_key,
+        trace_id,
+        span_id,
+        parent_span_id,
+        start_time,
+        end_time,
+        cast(duration_ms as numeric) as duration_ms,
+        cast(ttft_ms as numeric) as ttft_ms,
+        span_name,
+        operation,
+        scope_name,
+        provider,
+        model,
+        request_model,
+        response_model,
+        priced_model,
+        match_rule,
+        price_origin,
+        pipeline_id,
+        team,
+        feature,
+        environment,
+        user_id_hash,
+        region,
+        call_agent_name as agent_name,
+        agent_span_id,
+        service_tier,
+        cast(input_tokens as bigint) as input_tokens,
+        cast(output_tokens as bigint) as output_tokens,
+        cast(cache_read_tokens as bigint) as cache_read_tokens,
+        cast(cache_creation_tokens as bigint) as cache_creation_tokens,
+        cast(reasoning_tokens as bigint) as reasoning_tokens,
+        cast(uncached_input_tokens as bigint) as uncached_input_tokens,
+        is_long_context,
+        service_tier_factor,
+        is_priced,
+        estimated_cost_usd,
+        reported_cost_usd,
+        has_usage,
+        is_error,
+        is_retry
+
+    from sequenced
+
+)
+
+select * from final
