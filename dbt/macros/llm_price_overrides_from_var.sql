@@ -22,8 +22,8 @@
         'output_usd_per_mtok': 'numeric',
         'cache_read_usd_per_mtok': 'numeric',
         'cache_write_usd_per_mtok': 'numeric',
-        'effective_from': 'date',
-        'effective_to': 'date',
+        'effective_from': 'timestamptz',
+        'effective_to': 'timestamptz',
         'reasoning_usd_per_mtok': 'numeric',
         'batch_factor': 'numeric',
         'flex_factor': 'numeric',
@@ -68,7 +68,11 @@
                 {%- do values.append('cast(null as ' ~ data_type ~ ') as ' ~ column) -%}
             {%- else -%}
                 {%- set quoted = "'" ~ (value | string | trim | replace("'", "''")) ~ "'" -%}
-                {%- do values.append('cast(' ~ quoted ~ ' as ' ~ data_type ~ ') as ' ~ column) -%}
+                {%- if data_type == 'timestamptz' -%}
+                    {%- do values.append(spancost_utc_instant(quoted) ~ ' as ' ~ column) -%}
+                {%- else -%}
+                    {%- do values.append('cast(' ~ quoted ~ ' as ' ~ data_type ~ ') as ' ~ column) -%}
+                {%- endif -%}
             {%- endif -%}
         {%- endfor -%}
         {%- do selects.append('select ' ~ (values | join(', '))) -%}

@@ -1,5 +1,5 @@
 {#-
-    Generic test: the effective date ranges [effective_from, effective_to) of rows
+    Generic test: the effective ranges [effective_from, effective_to) of rows
     that share `key_columns` do not overlap, and no range ends before it starts.
     An empty effective_to is open-ended. Fails with one row per offending pair
     (or per inverted row).
@@ -31,7 +31,7 @@
             *,
             case
                 when {{ to_column }} is null or {{ to_column }} > {{ from_column }}
-                    then daterange({{ from_column }}, {{ to_column }}, '[)')
+                    then tstzrange({{ from_column }}, {{ to_column }}, '[)')
             end as effective_range
 
         from rows_with_ids

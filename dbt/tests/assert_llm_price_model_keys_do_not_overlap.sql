@@ -17,7 +17,7 @@ keyed as (
     select
         model,
         {{ spancost_model_key('model') }} as model_key,
-        daterange(effective_from, effective_to, '[)') as effective_range
+        tstzrange(effective_from, effective_to, '[)') as effective_range
 
     from prices
 

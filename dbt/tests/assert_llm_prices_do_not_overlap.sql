@@ -20,7 +20,7 @@ ranges as (
         effective_to,
         case
             when effective_to is null or effective_to > effective_from
-                then daterange(effective_from, effective_to, '[)')
+                then tstzrange(effective_from, effective_to, '[)')
         end as effective_range
 
     from prices

@@ -200,8 +200,8 @@ price_periods as (
         long_context_cache_read_usd_per_mtok,
         long_context_cache_write_usd_per_mtok,
         price_origin,
-        cast(effective_from as timestamp) at time zone 'UTC' as effective_from_at,
-        cast(effective_to as timestamp) at time zone 'UTC' as effective_to_at
+        effective_from as effective_from_at,
+        effective_to as effective_to_at
 
     from prices
 

@@ -70,12 +70,12 @@ overrides as (
 
 ),
 
-overridden_days as (
+overridden_times as (
 
-    -- The days on which each model has an override, as one multirange.
+    -- The instants at which each model has an override, as one multirange.
     select
         model,
-        range_agg(daterange(effective_from, effective_to, '[)')) as overridden_range
+        range_agg(tstzrange(effective_from, effective_to, '[)')) as overridden_range
 
     from overrides
     group by model
@@ -84,7 +84,7 @@ overridden_days as (
 
 base_remainders as (
 
-    -- A base row keeps only the days no override of its model covers: it is cut
+    -- A base row keeps only the time no override of its model covers: it is cut
     -- short, split in two around an override, or dropped when fully covered.
     select
         base_prices.provider,
@@ -108,13 +108,13 @@ base_remainders as (
         'llm_prices' as price_origin
 
     from base_prices
-    left join overridden_days
-        on base_prices.model = overridden_days.model
+    left join overridden_times
+        on base_prices.model = overridden_times.model
     cross join lateral unnest(
-        datemultirange(
-            daterange(base_prices.effective_from, base_prices.effective_to, '[)')
+        tstzmultirange(
+            tstzrange(base_prices.effective_from, base_prices.effective_to, '[)')
         )
-        - coalesce(overridden_days.overridden_range, '{}'::datemultirange)
+        - coalesce(overridden_times.overridden_range, '{}'::tstzmultirange)
     ) as remaining (remaining_range)
 
 ),
