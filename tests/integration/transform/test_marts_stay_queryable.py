@@ -62,7 +62,7 @@ class Reader(threading.Thread):
                         continue
                     want = self.expected[name]
                     if seen != want:
-                        self.problems.append(f"round {self.rounds}: {name}: {seen} rows, not {want}")
+                        self.problems.append(f"{self.rounds}: {name}: {seen} rows, not {want}")
                 self.rounds += 1
                 time.sleep(0.01)
 
