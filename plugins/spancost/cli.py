@@ -145,8 +145,9 @@ def cmd_demo(args: argparse.Namespace) -> int:
     # Rebuild the marts of the demo's own day, whatever the lookback would reach.
     dbt_build.build(url, dbt_vars={"start_time": start.isoformat(), "end_time": end.isoformat()})
     print("dbt build: ok\n")
-    print(f"Estimated LLM cost per pipeline, {start:%Y-%m-%d} (UTC):\n")
-    print(report.pipeline_costs_table(url, start, end))
+    for view in report.VIEWS:
+        print(f"{report.VIEWS[view].title}, {start:%Y-%m-%d} (UTC):\n")
+        print(report.table(view, url, start, end, limit=5) + "\n")
     return 0
 
 
@@ -226,7 +227,16 @@ def report_window(
 
 def cmd_report(args: argparse.Namespace) -> int:
     start, end = report_window(args.date, args.start, args.end)
-    print(report.pipeline_costs_table(db.database_url(), start, end))
+    if args.limit < 1:
+        raise ConfigError(f"--limit must be at least 1, got {args.limit}")
+    url = db.database_url()
+    views = list(report.VIEWS) if args.by == "all" else [args.by]
+    for number, view in enumerate(views):
+        if number:
+            print()
+        if len(views) > 1:
+            print(f"{report.VIEWS[view].title}:\n")
+        print(report.table(view, url, start, end, args.limit))
     return 0
 
 
@@ -291,7 +301,14 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("docs", help="generate the dbt docs site (dbt/target/index.html)")
     p.set_defaults(func=cmd_docs)
 
-    p = sub.add_parser("report", help="print the cost per pipeline from the mart")
+    p = sub.add_parser("report", help="print the cost per pipeline, model, trace or agent")
+    p.add_argument(
+        "--by",
+        choices=[*report.VIEWS, "all"],
+        default="pipeline",
+        help="which cut of the marts to print (default pipeline; all: each in turn)",
+    )
+    p.add_argument("--limit", type=int, default=20, help="rows of the trace and agent tables")
     p.add_argument("--date", help="one UTC day (YYYY-MM-DD)")
     p.add_argument("--start", help="first hour to sum (ISO 8601, UTC)")
     p.add_argument("--end", help="end of the window, excluded (ISO 8601, UTC)")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import dataclass
 from datetime import datetime
 from decimal import Decimal
 from typing import Any
@@ -25,21 +26,163 @@ order by estimated_cost_usd desc nulls last, pipeline_id
 """
 
 
+MODEL_COSTS_SQL = """
+select
+    provider,
+    model,
+    sum(calls)::bigint as calls,
+    sum(unpriced_calls)::bigint as unpriced_calls,
+    sum(input_tokens)::bigint as input_tokens,
+    sum(output_tokens)::bigint as output_tokens,
+    sum(cache_read_tokens)::bigint as cache_read_tokens,
+    sum(estimated_cost_usd) as estimated_cost_usd
+from marts.agg_pipeline_costs_hourly
+where (%(start)s::timestamptz is null or hour >= %(start)s)
+    and (%(end)s::timestamptz is null or hour < %(end)s)
+group by provider, model
+order by estimated_cost_usd desc nulls last, provider, model
+"""
+
+TRACE_COSTS_SQL = """
+select
+    trace_id,
+    root_span_name,
+    pipeline_id,
+    llm_calls,
+    error_calls,
+    retry_calls,
+    unpriced_calls,
+    duration_ms,
+    error_cost_usd,
+    estimated_cost_usd
+from marts.fct_trace_costs
+where (%(start)s::timestamptz is null or start_time >= %(start)s)
+    and (%(end)s::timestamptz is null or start_time < %(end)s)
+order by estimated_cost_usd desc nulls last, trace_id
+limit %(limit)s
+"""
+
+AGENT_COSTS_SQL = """
+select
+    agent_name,
+    count(*)::bigint as runs,
+    sum(llm_calls)::bigint as llm_calls,
+    sum(own_cost_usd) as own_cost_usd,
+    avg(subtree_cost_usd)::numeric(20, 6) as avg_subtree_cost_usd,
+    max(subtree_cost_usd) as max_subtree_cost_usd
+from marts.fct_agent_costs
+where (%(start)s::timestamptz is null or start_time >= %(start)s)
+    and (%(end)s::timestamptz is null or start_time < %(end)s)
+group by agent_name
+order by own_cost_usd desc nulls last, agent_name
+limit %(limit)s
+"""
+
+
+@dataclass(frozen=True)
+class View:
+    """One way to cut the marts: what it sums, from where, and its columns."""
+
+    title: str
+    mart: str
+    time_column: str
+    sql: str
+    headers: tuple[str, ...]
+
+
+VIEWS: dict[str, View] = {
+    "pipeline": View(
+        "Estimated LLM cost per pipeline",
+        "marts.agg_pipeline_costs_hourly",
+        "hour",
+        PIPELINE_COSTS_SQL,
+        ("pipeline_id", "team", "calls", "input_tokens", "output_tokens", "estimated_cost_usd"),
+    ),
+    "model": View(
+        "Estimated LLM cost per model",
+        "marts.agg_pipeline_costs_hourly",
+        "hour",
+        MODEL_COSTS_SQL,
+        (
+            "provider",
+            "model",
+            "calls",
+            "unpriced_calls",
+            "input_tokens",
+            "output_tokens",
+            "cache_read_tokens",
+            "estimated_cost_usd",
+        ),
+    ),
+    "trace": View(
+        "The costliest traces",
+        "marts.fct_trace_costs",
+        "start_time",
+        TRACE_COSTS_SQL,
+        (
+            "trace_id",
+            "root_span_name",
+            "pipeline_id",
+            "llm_calls",
+            "error_calls",
+            "retry_calls",
+            "unpriced_calls",
+            "duration_ms",
+            "error_cost_usd",
+            "estimated_cost_usd",
+        ),
+    ),
+    "agent": View(
+        "Estimated LLM cost per agent",
+        "marts.fct_agent_costs",
+        "start_time",
+        AGENT_COSTS_SQL,
+        (
+            "agent_name",
+            "runs",
+            "llm_calls",
+            "own_cost_usd",
+            "avg_subtree_cost_usd",
+            "max_subtree_cost_usd",
+        ),
+    ),
+}
+
+
 def pipeline_costs(
     url: str, start: datetime | None = None, end: datetime | None = None
 ) -> list[tuple[Any, ...]]:
     """Cost per pipeline and team over the hours in [start, end) (either bound optional)."""
+    return rows_of("pipeline", url, start, end)
+
+
+def rows_of(
+    view: str,
+    url: str,
+    start: datetime | None = None,
+    end: datetime | None = None,
+    limit: int = 20,
+) -> list[tuple[Any, ...]]:
+    """The rows of one view over [start, end) (either bound optional)."""
     with db.connect(url) as conn:
-        return conn.execute(PIPELINE_COSTS_SQL, {"start": start, "end": end}).fetchall()
+        params = {"start": start, "end": end, "limit": limit}
+        return conn.execute(VIEWS[view].sql, params).fetchall()
 
 
-def window_text(start: datetime | None, end: datetime | None) -> str:
+def window_text(
+    start: datetime | None,
+    end: datetime | None,
+    mart: str = "marts.agg_pipeline_costs_hourly",
+    time_column: str = "hour",
+) -> str:
     """The window a report summed, as a heading says it."""
+    noun = "hour" if time_column == "hour" else "row"
     if start is None and end is None:
-        return "every hour in marts.agg_pipeline_costs_hourly"
-    low = f"{start:%Y-%m-%d %H:%M}" if start else "the first hour"
-    high = f"{end:%Y-%m-%d %H:%M}" if end else "the last hour"
-    return f"hours from {low} to {high} (UTC, end excluded)"
+        return f"every {noun} in {mart}"
+    low = f"{start:%Y-%m-%d %H:%M}" if start else f"the first {noun}"
+    high = f"{end:%Y-%m-%d %H:%M}" if end else f"the last {noun}"
+    what = "hours" if time_column == "hour" else f"rows of {mart} whose {time_column} is"
+    return f"{what} from {low} to {high} (UTC, end excluded)"
 
 
 def _cell(value: Any) -> str:
@@ -54,7 +197,7 @@ def _cell(value: Any) -> str:
 
 def format_table(headers: Sequence[str], rows: Sequence[Sequence[Any]]) -> str:
     cells = [[_cell(value) for value in row] for row in rows]
-    widths = [max(len(h), *(len(row[i]) for row in cells)) for i, h in enumerate(headers)]
+    widths = [max([len(h), *(len(row[i]) for row in cells)]) for i, h in enumerate(headers)]
     numeric = [
         all(isinstance(row[i], int | Decimal) or row[i] is None for row in rows) and bool(rows)
         for i in range(len(headers))
@@ -75,15 +218,27 @@ def pipeline_costs_table(
     url: str, start: datetime | None = None, end: datetime | None = None
 ) -> str:
     """The per-pipeline table of the window, headed by the window it summed."""
-    rows = pipeline_costs(url, start, end)
-    total = sum((row[5] for row in rows if row[5] is not None), Decimal(0))
-    headers = [
-        "pipeline_id",
-        "team",
-        "calls",
-        "input_tokens",
-        "output_tokens",
-        "estimated_cost_usd",
-    ]
-    heading = f"summed over {window_text(start, end)}\n\n"
-    return heading + format_table(headers, rows) + f"\n\ntotal estimated cost: ${total:,.4f}"
+    return table("pipeline", url, start, end)
+
+
+def table(
+    view: str,
+    url: str,
+    start: datetime | None = None,
+    end: datetime | None = None,
+    limit: int = 20,
+) -> str:
+    """One view's table of the window, headed by the window it summed.
+
+    The per-pipeline and per-model tables end with the window's total; the
+    trace and agent tables show the top `limit` rows, so they say so instead.
+    """
+    spec = VIEWS[view]
+    rows = rows_of(view, url, start, end, limit)
+    heading = f"summed over {window_text(start, end, spec.mart, spec.time_column)}\n\n"
+    body = format_table(spec.headers, rows)
+    if view in ("trace", "agent"):
+        return heading + body + f"\n\n(top {limit} by cost)"
+    cost = spec.headers.index("estimated_cost_usd")
+    total = sum((row[cost] for row in rows if row[cost] is not None), Decimal(0))
+    return heading + body + f"\n\ntotal estimated cost: ${total:,.4f}"

@@ -16,7 +16,7 @@ import pytest
 
 from spancost import pipeline
 from spancost.settings import Settings, SpanSource
-from spancost.transform import dbt_build
+from spancost.transform import dbt_build, report
 from tests.integration.transform.test_llm_call_counting import cost
 from tests.otlp_factory import attr, key
 
@@ -208,6 +208,20 @@ def test_trace_and_agent_rollups_errors_retries_and_latency(s3, db_url: str) -> 
     assert calls["4" * 16][4] == "writer"
     assert calls["1" * 16][4] == "supervisor"
     assert daily == (5, total, 1, retry)
+
+    # `spancost report` prints each mart's cut of the same day, with its window.
+    day = (T0.replace(hour=0), T0.replace(hour=0) + timedelta(days=1))
+    agent_table = report.table("agent", db_url, *day, limit=2)
+    assert "rows of marts.fct_agent_costs whose start_time is from 2026-01-12 00:00" in agent_table
+    assert [line.split()[0] for line in agent_table.splitlines()[4:6]] == sorted(
+        agents, key=lambda name: agents[name][4], reverse=True
+    )[:2]
+    trace_table = report.table("trace", db_url, *day)
+    assert TRACE in trace_table and f"{total:,.4f}" in trace_table
+    model_table = report.table("model", db_url, *day)
+    assert f"total estimated cost: ${total:,.4f}" in model_table
+    assert f"{cost('claude-haiku-4.5', uncached=5000, output=500):,.4f}" in model_table
+    assert report.table("trace", db_url, day[1], day[1] + timedelta(days=1)).count(TRACE) == 0
 
 
 def test_trace_across_windows_counts_once_and_full_refresh_equals_incremental(
