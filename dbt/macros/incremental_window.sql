@@ -1,36 +1,46 @@
 {#-
-    The time window an incremental model (re)builds, as a SQL predicate on `column`.
+    The time window an incremental model (re)builds, as a SQL predicate on `column`,
+    in whole `grain`s (`hour` or `day`, UTC).
 
     - `var('start_time')` / `var('end_time')` (ISO-8601 strings) set the window
       explicitly, so Airflow can backfill a range. Each bound is widened to whole
-      UTC hours (start floored, end ceiled): a `delete+insert` on the hour key
-      replaces whole hours, so it must also read whole hours.
+      grains (start floored, end ceiled): a `delete+insert` on the hour or day key
+      replaces whole hours or days, so it must also read them whole.
     - Otherwise, on an incremental run, the window starts `var('lookback_hours')`
-      before the newest `time_key` already in the target and is open-ended.
+      before the newest `time_key` already in the target (a timestamptz, or a date
+      for the day grain), floored to the grain, and is open-ended.
     - Otherwise (first run, `--full-refresh`) there is no bound.
 
     The bounds never depend on "now", so a rerun over the same data gives the
     same rows.
 -#}
-{% macro incremental_window(column, time_key='hour') -%}
+{% macro incremental_window(column, time_key='hour', grain='hour') -%}
+    {%- if grain not in ['hour', 'day'] -%}
+        {{ exceptions.raise_compiler_error("incremental_window: grain must be hour or day, got " ~ grain) }}
+    {%- endif -%}
     {%- set start_time = spancost_window_timestamp('start_time') -%}
     {%- set end_time = spancost_window_timestamp('end_time') -%}
     {%- set lookback_hours = var('lookback_hours', 48) | int -%}
+    {%- set newest = "(select max(" ~ time_key ~ ") from " ~ this ~ ")" -%}
+    {%- if grain == 'day' -%}
+        {#- A date key: its midnight in UTC, whatever the session's time zone. -#}
+        {%- set newest = "(cast(" ~ newest ~ " as timestamp) at time zone 'UTC')" -%}
+    {%- endif -%}
     {%- set bounds = [] -%}
     {%- if start_time is not none -%}
         {%- do bounds.append(
-            column ~ " >= date_trunc('hour', cast('" ~ start_time ~ "' as timestamptz), 'UTC')"
+            column ~ " >= date_trunc('" ~ grain ~ "', cast('" ~ start_time ~ "' as timestamptz), 'UTC')"
         ) -%}
     {%- elif is_incremental() -%}
         {%- do bounds.append(
-            column ~ " >= coalesce((select max(" ~ time_key ~ ") from " ~ this ~ ")"
-            ~ " - interval '" ~ lookback_hours ~ " hours', '-infinity'::timestamptz)"
+            column ~ " >= coalesce(date_trunc('" ~ grain ~ "', " ~ newest
+            ~ " - interval '" ~ lookback_hours ~ " hours', 'UTC'), '-infinity'::timestamptz)"
         ) -%}
     {%- endif -%}
     {%- if end_time is not none -%}
         {%- do bounds.append(
-            column ~ " < date_trunc('hour', cast('" ~ end_time ~ "' as timestamptz)"
-            ~ " + interval '1 hour' - interval '1 microsecond', 'UTC')"
+            column ~ " < date_trunc('" ~ grain ~ "', cast('" ~ end_time ~ "' as timestamptz)"
+            ~ " + interval '1 " ~ grain ~ "' - interval '1 microsecond', 'UTC')"
         ) -%}
     {%- endif -%}
     {%- if bounds | length == 0 -%}

@@ -37,38 +37,3 @@
     ) - interval '{{ var("trace_context_hours", 24) | int }} hours'
 {%- endmacro %}
 
-
-{#-
-    The whole-UTC-day window of a daily incremental model, as a predicate on
-    `column` (a timestamptz): like `incremental_window`, widened to whole days,
-    and on an incremental run starting `lookback_hours` before the newest `day`
-    (a date) already in the target.
--#}
-{% macro incremental_day_window(column, time_key='day') -%}
-    {%- set start_time = spancost_window_timestamp('start_time') -%}
-    {%- set end_time = spancost_window_timestamp('end_time') -%}
-    {%- set lookback_hours = var('lookback_hours', 48) | int -%}
-    {%- set bounds = [] -%}
-    {%- if start_time is not none -%}
-        {%- do bounds.append(
-            column ~ " >= date_trunc('day', cast('" ~ start_time ~ "' as timestamptz), 'UTC')"
-        ) -%}
-    {%- elif is_incremental() -%}
-        {%- do bounds.append(
-            column ~ " >= coalesce(date_trunc('day', (select cast(max(" ~ time_key ~ ") as timestamp) from "
-            ~ this ~ ") at time zone 'UTC' - interval '" ~ lookback_hours
-            ~ " hours', 'UTC'), '-infinity'::timestamptz)"
-        ) -%}
-    {%- endif -%}
-    {%- if end_time is not none -%}
-        {%- do bounds.append(
-            column ~ " < date_trunc('day', cast('" ~ end_time ~ "' as timestamptz)"
-            ~ " + interval '1 day' - interval '1 microsecond', 'UTC')"
-        ) -%}
-    {%- endif -%}
-    {%- if bounds | length == 0 -%}
-        true
-    {%- else -%}
-        {{ bounds | join(' and ') }}
-    {%- endif -%}
-{%- endmacro %}

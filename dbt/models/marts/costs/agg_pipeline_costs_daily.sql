@@ -16,7 +16,7 @@ llm_calls as (
 
     select * from {{ ref('fct_llm_calls') }}
     -- Whole UTC days: the lookback window, or the vars' range on a backfill.
-    where {{ incremental_day_window('start_time') }}
+    where {{ incremental_window('start_time', time_key='day', grain='day') }}
 
 ),
 
