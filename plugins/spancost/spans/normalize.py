@@ -78,6 +78,8 @@ TOKEN_ALIASES: dict[str, tuple[str, ...]] = {
     "cache_creation_tokens": (
         "gen_ai.usage.cache_creation.input_tokens",
         "gen_ai.usage.cache_creation_input_tokens",
+        # The Anthropic Python SDK's own tracing (anthropic 2.16, _tracing.py).
+        "gen_ai.usage.cache_write.input_tokens",
     ),
     "reasoning_tokens": (
         "gen_ai.usage.reasoning.output_tokens",

@@ -77,11 +77,13 @@ multi_calls as (
 
     select
         llm_calls.*,
-        -- The order in which duplicates are kept: the span with cache detail
-        -- first, then the earlier one.
+        -- The order in which duplicates are kept: the span with more cache
+        -- detail first (fewer of the two cache counts missing), then the earlier
+        -- one. An emitter can report one count and not the other: the Anthropic
+        -- SDK's own spans name the cache write in a way staging does not read.
         (
-            llm_calls.cache_read_tokens is null
-            and llm_calls.cache_creation_tokens is null
+            case when llm_calls.cache_read_tokens is null then 1 else 0 end
+            + case when llm_calls.cache_creation_tokens is null then 1 else 0 end
         ) as lacks_cache_detail,
         coalesce(llm_calls.priced_model, llm_calls.model) as call_model
 
@@ -143,7 +145,7 @@ nearest_agents as (
 
 ),
 
-rollups as (
+nested_calls as (
 
     -- A call with another call below it is a roll-up (a framework or agent span
     -- over the client span): only the innermost is priced. The call kept in its
@@ -165,6 +167,82 @@ rollups as (
     inner join multi_calls as inner_calls
         on ancestry.span_key = inner_calls.span_key
     where ancestry.hops > 0
+
+),
+
+calls_below as (
+
+    select
+        dropped_span_key as span_key,
+        count(*) as calls_below
+    from nested_calls
+    group by dropped_span_key
+
+),
+
+nested_duplicates as (
+
+    -- Two instrumentations that wrap the same SDK method report one API call as
+    -- parent and child (the one applied last is the parent). When the roll-up has
+    -- exactly that one call below it, reporting the same usage as it does (as in
+    -- duplicate_pairs) with less cache detail, the outer span is the better report
+    -- of the call: it is counted, and the inner one is the duplicate. Otherwise
+    -- the innermost is counted, as for any roll-up.
+    select
+        inner_calls.span_key as dropped_span_key,
+        outer_calls.span_key as kept_span_key,
+        case
+            when
+                coalesce(outer_calls.input_tokens, -1) = coalesce(inner_calls.input_tokens, -1)
+                then 'same_usage'
+            else 'same_usage_but_cache'
+        end as dedupe_rule,
+        1 as kept_rank
+
+    from nested_calls
+    inner join calls_below
+        on
+            nested_calls.dropped_span_key = calls_below.span_key
+            and calls_below.calls_below = 1
+    inner join multi_calls as outer_calls
+        on nested_calls.dropped_span_key = outer_calls.span_key
+    inner join multi_calls as inner_calls
+        on nested_calls.kept_span_key = inner_calls.span_key
+    where
+        outer_calls.call_model = inner_calls.call_model
+        and coalesce(outer_calls.output_tokens, -1) = coalesce(inner_calls.output_tokens, -1)
+        and coalesce(outer_calls.scope_name, '') != coalesce(inner_calls.scope_name, '')
+        and outer_calls.lacks_cache_detail < inner_calls.lacks_cache_detail
+        and (
+            coalesce(outer_calls.input_tokens, -1) = coalesce(inner_calls.input_tokens, -1)
+            or outer_calls.input_tokens = inner_calls.input_tokens
+            + coalesce(outer_calls.cache_read_tokens, 0)
+            + coalesce(outer_calls.cache_creation_tokens, 0)
+        )
+
+),
+
+rollups as (
+
+    select
+        nested_calls.dropped_span_key,
+        nested_calls.kept_span_key,
+        nested_calls.dedupe_rule,
+        nested_calls.kept_rank
+
+    from nested_calls
+    left join nested_duplicates
+        on nested_calls.dropped_span_key = nested_duplicates.kept_span_key
+    where nested_duplicates.kept_span_key is null
+
+    union all
+
+    select
+        dropped_span_key,
+        kept_span_key,
+        dedupe_rule,
+        kept_rank
+    from nested_duplicates
 
 ),
 
