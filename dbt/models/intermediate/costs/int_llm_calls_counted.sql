@@ -43,18 +43,14 @@ llm_calls as (
 trace_spans as (
 
     -- Every span of those traces, for ancestry: agent and framework spans lie
-    -- between calls. Agent spans are `invoke_agent`/`create_agent` operations, or
-    -- spans named `invoke_agent ...` where the emitter sets no operation.
+    -- between calls (agent spans: stg_otel__spans.is_agent_span).
     select
         spans.trace_id,
         spans.span_id,
         spans.parent_span_id,
         spans.span_name,
         spans.agent_name,
-        (
-            spans.operation in ('invoke_agent', 'create_agent')
-            or (spans.operation is null and spans.span_name like 'invoke\_agent %')
-        ) as is_agent
+        spans.is_agent_span as is_agent
 
     from spans
     where

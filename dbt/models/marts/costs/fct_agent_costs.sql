@@ -43,9 +43,7 @@ trace_calls as (
 
 trace_spans as (
 
-    -- Agent spans are `invoke_agent`/`create_agent` operations, or spans named
-    -- `invoke_agent ...` where the emitter sets no operation. A chat span that
-    -- merely carries gen_ai.agent.name is not an agent.
+    -- Agent spans: stg_otel__spans.is_agent_span.
     select
         spans.span_key,
         spans.trace_id,
@@ -60,10 +58,7 @@ trace_spans as (
             spans.agent_name,
             nullif(substring(spans.span_name from '^invoke_agent (.+)$'), '')
         ) as agent_name,
-        (
-            spans.operation in ('invoke_agent', 'create_agent')
-            or (spans.operation is null and spans.span_name like 'invoke\_agent %')
-        ) as is_agent
+        spans.is_agent_span as is_agent
 
     from spans
     where

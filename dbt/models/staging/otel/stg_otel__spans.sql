@@ -37,6 +37,14 @@ renamed as (
         agent_name,
         agent_id,
         conversation_id,
+        -- An agent span: an `invoke_agent`/`create_agent` operation, or a span named
+        -- `invoke_agent ...` where the emitter sets no operation. A chat span that
+        -- merely carries gen_ai.agent.name is not an agent.
+        coalesce(
+            operation in ('invoke_agent', 'create_agent')
+            or (operation is null and name like 'invoke\_agent %'),
+            false
+        ) as is_agent_span,
         -- The response's tier (what was served) before the request's.
         lower(coalesce(
             attributes ->> 'openai.response.service_tier',
@@ -139,6 +147,7 @@ final as (
         agent_name,
         agent_id,
         conversation_id,
+        is_agent_span,
         case
             when reported_service_tier in ('batch', 'flex', 'priority') then reported_service_tier
             else 'standard'
