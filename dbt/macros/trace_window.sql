@@ -15,12 +15,15 @@
 
 
 {#-
-    A predicate for the rows of the touched traces. `= any(array(...))` lets the
-    planner look each trace up in the trace_id index instead of scanning the
-    history, so a 15-minute run costs the same at any size of history.
+    A predicate for the rows of the touched traces: a semi-join, which Postgres
+    hashes or answers from the trace_id index. (`= any(array(...))` was tried and
+    is quadratic: an array built at run time is never hashed, and its row count is
+    misestimated, so the planner chose nested loops; measured in bench/transform.py.)
+    The CTEs it filters must be `not materialized`, or Postgres copies the whole
+    table into the CTE before filtering it.
 -#}
 {% macro spancost_in_traces(column, touched_cte) -%}
-    {{ column }} = any(array(select {{ touched_cte }}.trace_id from {{ touched_cte }}))
+    {{ column }} in (select {{ touched_cte }}.trace_id from {{ touched_cte }})
 {%- endmacro %}
 
 

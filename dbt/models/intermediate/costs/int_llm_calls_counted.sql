@@ -13,7 +13,9 @@
 
 with recursive
 
-priced_calls as (
+-- Read twice: not materialized, so each read keeps its trace filter (see
+-- spancost_in_traces).
+priced_calls as not materialized (
 
     select * from {{ ref('int_llm_calls_priced') }}
 

@@ -1,9 +1,15 @@
+{#-
+    pre_hook, a stop-gap: the planner estimates one row for the ancestry CTEs and
+    picks nested loops that ran for minutes at 1M spans (bench/transform.py).
+    Hash joins are right for every size here. To go when the joins are rewritten.
+-#}
 {{
     config(
         materialized='incremental',
         incremental_strategy='delete+insert',
         unique_key='trace_id',
         on_schema_change='fail',
+        pre_hook="set local enable_nestloop = off",
         indexes=[
             {'columns': ['trace_id']},
             {'columns': ['agent_span_key'], 'unique': true},
@@ -14,7 +20,9 @@
 
 with recursive
 
-llm_calls as (
+-- Read twice: not materialized, so each read keeps its trace filter (see
+-- spancost_in_traces).
+llm_calls as not materialized (
 
     select * from {{ ref('fct_llm_calls') }}
 

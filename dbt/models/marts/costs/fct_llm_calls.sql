@@ -14,7 +14,9 @@
 
 with
 
-counted_calls as (
+-- Read twice: not materialized, so each read keeps its trace filter (see
+-- spancost_in_traces).
+counted_calls as not materialized (
 
     select * from {{ ref('int_llm_calls_counted') }}
 

@@ -13,7 +13,9 @@
 
 with
 
-llm_calls as (
+-- Read twice: not materialized, so each read keeps its trace filter (see
+-- spancost_in_traces).
+llm_calls as not materialized (
 
     select * from {{ ref('fct_llm_calls') }}
 
