@@ -11,6 +11,11 @@ Figures (each the median of ``BENCH_REPEATS`` runs, default 3):
 
 The baselines (b) and (c) are slow, so they load a sample (``BENCH_SAMPLE_SPANS``)
 and are compared per span. Results go to ``bench/RESULTS.md``.
+
+Then the transform benchmark (``bench/transform.py``: dbt build and BI queries as
+history grows) writes its own section of the same file. ``python -m bench.run ingest``
+or ``python -m bench.run transform`` (or ``BENCH_ONLY=ingest|transform``) runs one
+part alone and rewrites only its section.
 """
 
 from __future__ import annotations
@@ -333,6 +338,18 @@ def median_of(runs: int, measure: Callable[[], tuple[float, ...]]) -> list[tuple
 
 
 def main() -> None:
+    only = sys.argv[1] if len(sys.argv) > 1 else os.environ.get("BENCH_ONLY", "")
+    if only not in ("", "ingest", "transform"):
+        raise SystemExit(f"usage: python -m bench.run [ingest|transform], got {only!r}")
+    if only != "transform":
+        ingest()
+    if only != "ingest":
+        from bench import transform
+
+        transform.main()
+
+
+def ingest() -> None:
     home = settings.home()
     server_url = db.database_url()
     endpoint = endpoints.start(endpoints.LocalAws(home / "bench"))
@@ -531,7 +548,10 @@ def write_results(
         "change the sizes).",
         "",
     ]
-    path.write_text("\n".join(lines))
+    from bench.transform import existing_section
+
+    section = existing_section(path)  # the transform section stays as it was
+    path.write_text("\n".join(lines) + (f"\n{section}" if section else ""))
     log(f"wrote {path}")
 
 
