@@ -619,8 +619,8 @@ def write_results(results: Results) -> None:
         HEADING,
         "",
         f"Measured {datetime.now(UTC):%Y-%m-%d %H:%M} UTC by `python -m bench.run transform` "
-        f"on {platform.machine()} with {os.cpu_count()} cores (shared: another engineer ran "
-        "tests on the same machine at the same time), PostgreSQL from "
+        f"on {platform.machine()} with {os.cpu_count()} cores (a shared machine: quote "
+        "the ratios), PostgreSQL from "
         f"`{results.server}` (the private server `spancost env` points at), dbt with 2 "
         f"threads, dbt project `{results.project}`. Medians of {REPEATS} runs unless said "
         "otherwise.",
