@@ -189,12 +189,7 @@ nested_duplicates as (
     select
         inner_calls.span_key as dropped_span_key,
         outer_calls.span_key as kept_span_key,
-        case
-            when
-                coalesce(outer_calls.input_tokens, -1) = coalesce(inner_calls.input_tokens, -1)
-                then 'same_usage'
-            else 'same_usage_but_cache'
-        end as dedupe_rule,
+        {{ spancost_same_usage_rule('outer_calls', 'inner_calls') }} as dedupe_rule,
         1 as kept_rank
 
     from nested_calls
@@ -211,12 +206,7 @@ nested_duplicates as (
         and coalesce(outer_calls.output_tokens, -1) = coalesce(inner_calls.output_tokens, -1)
         and coalesce(outer_calls.scope_name, '') != coalesce(inner_calls.scope_name, '')
         and outer_calls.lacks_cache_detail < inner_calls.lacks_cache_detail
-        and (
-            coalesce(outer_calls.input_tokens, -1) = coalesce(inner_calls.input_tokens, -1)
-            or outer_calls.input_tokens = inner_calls.input_tokens
-            + coalesce(outer_calls.cache_read_tokens, 0)
-            + coalesce(outer_calls.cache_creation_tokens, 0)
-        )
+        and {{ spancost_input_matches('outer_calls', 'inner_calls') }}
 
 ),
 
@@ -265,12 +255,7 @@ duplicate_pairs as (
     select
         second_call.span_key as dropped_span_key,
         first_call.span_key as kept_span_key,
-        case
-            when
-                coalesce(first_call.input_tokens, -1) = coalesce(second_call.input_tokens, -1)
-                then 'same_usage'
-            else 'same_usage_but_cache'
-        end as dedupe_rule,
+        {{ spancost_same_usage_rule('first_call', 'second_call') }} as dedupe_rule,
         row_number() over (
             partition by second_call.span_key
             order by first_call.lacks_cache_detail, first_call.start_time, first_call.span_id
@@ -301,13 +286,8 @@ duplicate_pairs as (
                 )
             )
     where
-        coalesce(first_call.input_tokens, -1) = coalesce(second_call.input_tokens, -1)
-        or first_call.input_tokens = second_call.input_tokens
-        + coalesce(first_call.cache_read_tokens, 0)
-        + coalesce(first_call.cache_creation_tokens, 0)
-        or second_call.input_tokens = first_call.input_tokens
-        + coalesce(second_call.cache_read_tokens, 0)
-        + coalesce(second_call.cache_creation_tokens, 0)
+        {{ spancost_input_matches('first_call', 'second_call') }}
+        or {{ spancost_input_matches('second_call', 'first_call') }}
 
 ),
 
