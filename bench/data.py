@@ -88,3 +88,13 @@ def objects(
         index += 1
         if index % 20 == 0:
             minute += 1
+
+
+def empty_bucket(s3: Any, bucket: str) -> None:
+    """Make `bucket` exist and hold nothing, so a run lists only what it uploads."""
+    if bucket not in {b["Name"] for b in s3.list_buckets().get("Buckets", [])}:
+        s3.create_bucket(Bucket=bucket)
+        return
+    for page in s3.get_paginator("list_objects_v2").paginate(Bucket=bucket):
+        for item in page.get("Contents", []):
+            s3.delete_object(Bucket=bucket, Key=item["Key"])

@@ -39,7 +39,7 @@ from urllib.parse import urlsplit
 import boto3
 import psycopg
 
-from bench.data import PREFIX, START, objects
+from bench.data import PREFIX, START, empty_bucket, objects
 from spancost import db, settings
 from spancost.db import embedded
 from spancost.local import endpoints
@@ -355,12 +355,7 @@ def ingest() -> None:
     endpoint = endpoints.start(endpoints.LocalAws(home / "bench"))
     endpoints.use(endpoint)
     s3 = boto3.client("s3")
-    if BUCKET not in {b["Name"] for b in s3.list_buckets().get("Buckets", [])}:
-        s3.create_bucket(Bucket=BUCKET)
-    else:
-        for page in s3.get_paginator("list_objects_v2").paginate(Bucket=BUCKET):
-            for item in page.get("Contents", []):
-                s3.delete_object(Bucket=BUCKET, Key=item["Key"])
+    empty_bucket(s3, BUCKET)
 
     log(f"generating {TOTAL:,} spans")
     bodies: list[tuple[str, bytes]] = []

@@ -40,11 +40,13 @@ from urllib.parse import urlsplit
 import boto3
 import psycopg
 
+from bench.data import empty_bucket
 from spancost import db, settings
 from spancost.db import embedded
 from spancost.demo import traffic
 from spancost.local import endpoints
 from spancost.spans.loader import ensure_partitions
+from spancost.spans.normalize import ROW_COLUMNS
 from spancost.transform import dbt_build
 
 REPO = Path(__file__).resolve().parents[1]
@@ -68,49 +70,9 @@ CUTOFF = timedelta(hours=9)
 INTERVAL = timedelta(minutes=15)
 CYCLE_TAG = 60000  # copy numbers of the cycles' intervals; history days use 0, 1, 2, ...
 
-COLUMNS = [
-    "source_bucket",
-    "source_key",
-    "trace_id",
-    "span_id",
-    "parent_span_id",
-    "name",
-    "kind",
-    "start_time",
-    "end_time",
-    "status_code",
-    "status_message",
-    "service_name",
-    "scope_name",
-    "scope_version",
-    "provider",
-    "operation",
-    "request_model",
-    "response_model",
-    "input_tokens",
-    "output_tokens",
-    "cache_read_tokens",
-    "cache_creation_tokens",
-    "reasoning_tokens",
-    "pipeline_id",
-    "team",
-    "feature",
-    "environment",
-    "user_id_hash",
-    "agent_name",
-    "agent_id",
-    "conversation_id",
-    "region",
-    "sagemaker_endpoint",
-    "bedrock_model_id",
-    "host_type",
-    "reported_cost_usd",
-    "events",
-    "links",
-    "attributes",
-    "resource_attributes",
-    "loaded_at",
-]
+# Every column of raw.otel_spans the copies fill: the loader's row columns, where they
+# came from and when they landed.
+COLUMNS = ["source_bucket", "source_key", *ROW_COLUMNS, "loaded_at"]
 _REWRITTEN = {
     "trace_id": "lpad(to_hex(%(tag)s::integer), 8, '0') || substr(trace_id, 9)",
     "span_id": "lpad(to_hex(%(tag)s::integer), 4, '0') || substr(span_id, 5)",
@@ -306,12 +268,7 @@ def load_template(url: str, home: Path) -> tuple[int, int]:
     endpoint = endpoints.start(endpoints.LocalAws(home / "bench"))
     endpoints.use(endpoint)
     s3 = boto3.client("s3")
-    if BUCKET not in {b["Name"] for b in s3.list_buckets().get("Buckets", [])}:
-        s3.create_bucket(Bucket=BUCKET)
-    else:
-        for page in s3.get_paginator("list_objects_v2").paginate(Bucket=BUCKET):
-            for item in page.get("Contents", []):
-                s3.delete_object(Bucket=BUCKET, Key=item["Key"])
+    empty_bucket(s3, BUCKET)
     start = datetime(TEMPLATE_DAY.year, TEMPLATE_DAY.month, TEMPLATE_DAY.day, tzinfo=UTC)
     end = start + timedelta(days=1)
     spans = traffic.generate_spans(start, end, seed=11, traces_per_hour=TRACES_PER_HOUR)

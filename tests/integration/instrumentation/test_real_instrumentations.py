@@ -17,7 +17,6 @@ alone, must price the cache write it names `gen_ai.usage.cache_write.input_token
 
 from __future__ import annotations
 
-import csv
 import gzip
 import subprocess
 import sys
@@ -35,6 +34,7 @@ from spancost.settings import Settings, SpanSource
 from spancost.transform import dbt_build
 from tests.fake_llm_provider import AnthropicUsage, BedrockUsage, FakeProvider, OpenAIUsage, serve
 from tests.integration.instrumentation.emit_spans import HAIKU_BEDROCK, PIPELINE, SONNET
+from tests.integration.transform.test_llm_call_counting import cost
 
 pytestmark = pytest.mark.integration
 
@@ -62,27 +62,6 @@ OPENAI_V2 = "opentelemetry.util.genai.handler"  # openai-v2 emits through util-g
 OPENLLMETRY_ANTHROPIC = "opentelemetry.instrumentation.anthropic"
 ANTHROPIC_SDK = "com.anthropic.sdk.python"
 BOTOCORE = "opentelemetry.instrumentation.botocore.bedrock-runtime"
-
-
-def price(model: str) -> dict[str, Decimal]:
-    with open(REPO / "dbt" / "seeds" / "llm_prices.csv", newline="") as seed:
-        (row,) = [r for r in csv.DictReader(seed) if r["model"] == model and not r["effective_to"]]
-    return {
-        name: Decimal(row[f"{name}_usd_per_mtok"])
-        for name in ("input", "output", "cache_read", "cache_write")
-    }
-
-
-def cost(
-    model: str, *, uncached: int, cache_read: int = 0, cache_write: int = 0, output: int
-) -> Decimal:
-    p = price(model)
-    return (
-        uncached * p["input"]
-        + cache_read * p["cache_read"]
-        + cache_write * p["cache_write"]
-        + output * p["output"]
-    ) / Decimal(1_000_000)
 
 
 def expected_costs() -> dict[str, Decimal]:
