@@ -8,20 +8,32 @@
       replaces whole hours or days, so it must also read them whole.
     - Otherwise, on an incremental run, the window starts `var('lookback_hours')`
       before the newest `time_key` already in the target (a timestamptz, or a date
-      for the day grain), floored to the grain, and is open-ended.
+      for the day grain), floored to the grain, and is open-ended. The start is
+      read from the target when the model runs and written into the SQL as a
+      literal; an empty target gives no bound.
+    - `anchor` (a relation) takes the newest `time_key` from the model read
+      instead of the target, with `trace_context_hours` more lookback: for a model
+      whose own rows may stop short of its input's (rpt_duplicate_llm_calls holds
+      only the spans left out).
     - Otherwise (first run, `--full-refresh`) there is no bound.
 
     The bounds never depend on "now", so a rerun over the same data gives the
     same rows.
 -#}
-{% macro incremental_window(column, time_key='hour', grain='hour') -%}
+{% macro incremental_window(column, time_key='hour', grain='hour', anchor=none) -%}
     {%- if grain not in ['hour', 'day'] -%}
         {{ exceptions.raise_compiler_error("incremental_window: grain must be hour or day, got " ~ grain) }}
     {%- endif -%}
     {%- set start_time = spancost_window_timestamp('start_time') -%}
     {%- set end_time = spancost_window_timestamp('end_time') -%}
     {%- set lookback_hours = var('lookback_hours', 48) | int -%}
-    {%- set newest = "(select max(" ~ time_key ~ ") from " ~ this ~ ")" -%}
+    {%- if anchor is not none -%}
+        {#- Anchored on the model it reads: also the trace context, as margin for
+            the time that model advanced since this one last ran. -#}
+        {%- set lookback_hours = lookback_hours + (var('trace_context_hours', 24) | int) -%}
+    {%- endif -%}
+    {%- set newest_from = anchor if anchor is not none else this -%}
+    {%- set newest = "(select max(" ~ time_key ~ ") from " ~ newest_from ~ ")" -%}
     {%- if grain == 'day' -%}
         {#- A date key: its midnight in UTC, whatever the session's time zone. -#}
         {%- set newest = "(cast(" ~ newest ~ " as timestamp) at time zone 'UTC')" -%}
@@ -32,10 +44,27 @@
             column ~ " >= date_trunc('" ~ grain ~ "', cast('" ~ start_time ~ "' as timestamptz), 'UTC')"
         ) -%}
     {%- elif is_incremental() -%}
-        {%- do bounds.append(
-            column ~ " >= coalesce(date_trunc('" ~ grain ~ "', " ~ newest
-            ~ " - interval '" ~ lookback_hours ~ " hours', 'UTC'), '-infinity'::timestamptz)"
-        ) -%}
+        {%- set window_start = "date_trunc('" ~ grain ~ "', " ~ newest
+            ~ " - interval '" ~ lookback_hours ~ " hours', 'UTC')" -%}
+        {%- if execute and newest_from is not string and not newest_from.is_cte -%}
+            {#- A literal, read when the model runs: the planner then estimates the
+                window's rows from the column's statistics and prunes day partitions
+                while planning. (A subquery here is planned as a parameter that
+                matches a third of any table: seq scans over the whole history.)
+                A relation that is a CTE of the statement itself (dbt unit tests
+                give `this` as one) cannot be read first: it stays a subquery. -#}
+            {%- set found = run_query(
+                "select to_char(" ~ window_start ~ " at time zone 'UTC',"
+                ~ " 'YYYY-MM-DD\"T\"HH24:MI:SS.US\"Z\"')"
+            ).columns[0].values()[0] -%}
+            {%- if found is not none -%}
+                {%- do bounds.append(column ~ " >= '" ~ found ~ "'::timestamptz") -%}
+            {%- endif -%}
+        {%- else -%}
+            {%- do bounds.append(
+                column ~ " >= coalesce(" ~ window_start ~ ", '-infinity'::timestamptz)"
+            ) -%}
+        {%- endif -%}
     {%- endif -%}
     {%- if end_time is not none -%}
         {%- do bounds.append(

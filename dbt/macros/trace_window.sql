@@ -7,15 +7,58 @@
     rows are then read, however old, so a trace that spans two windows is
     replaced whole: it is never counted twice, and never cut in two.
 -#}
-{% macro spancost_touched_traces(relation) -%}
+{% macro spancost_touched_traces(relation, anchor=none) -%}
     select distinct trace_id
     from {{ relation }}
-    where {{ incremental_window('start_time', time_key='start_time') }}
+    where {{ incremental_window('start_time', time_key='start_time', anchor=anchor) }}
 {%- endmacro %}
 
 
 {#-
-    A predicate for the rows of the touched traces: a semi-join, which Postgres
+    A pre_hook for a trace-keyed model that can lose a trace's rows (a report of
+    some of its rows only): delete the touched traces' rows first, so a trace
+    that now has none keeps none. Runs inside the model's transaction; readers
+    see the old rows until it commits.
+-#}
+{% macro spancost_delete_touched_traces(relation, anchor=none) -%}
+    {%- if is_incremental() -%}
+    delete from {{ this }}
+    where trace_id in ({{ spancost_touched_traces(relation, anchor=anchor) }})
+    {%- else -%}
+    select 1
+    {%- endif -%}
+{%- endmacro %}
+
+
+{#-
+    The rows of `relation` (a table with an index on trace_id) that belong to the
+    touched traces, as a FROM item named `alias`: one index lookup per touched
+    trace, so the read costs the same at any size of history. `offset 0` keeps
+    the lateral subquery from being pulled up into a plain join, which the
+    planner would answer with a hash join over a seq scan of the whole table
+    (measured in bench/transform.py: the seq scans were what grew with history).
+-#}
+{% macro spancost_trace_rows(relation, touched_cte, alias) -%}
+    {%- if not (is_incremental()
+        or spancost_window_timestamp('start_time') is not none
+        or spancost_window_timestamp('end_time') is not none) -%}
+    {#- A full build: every trace is touched; one scan, no lookups. -#}
+    {{ relation }} as {{ alias }}
+    {%- else -%}
+    {{ touched_cte }}
+    cross join lateral (
+        select trace_rows.*
+        from {{ relation }} as trace_rows
+        where trace_rows.trace_id = {{ touched_cte }}.trace_id
+        offset 0
+    ) as {{ alias }}
+    {%- endif -%}
+{%- endmacro %}
+
+
+{#-
+    A predicate for the span rows of the touched traces (stg_otel__spans, with a
+    time bound that prunes day partitions): a semi-join, which Postgres
     hashes or answers from the trace_id index. (`= any(array(...))` was tried and
     is quadratic: an array built at run time is never hashed, and its row count is
     misestimated, so the planner chose nested loops; measured in bench/transform.py.)

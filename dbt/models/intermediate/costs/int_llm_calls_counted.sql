@@ -13,8 +13,8 @@
 
 with recursive
 
--- Read twice: not materialized, so each read keeps its trace filter (see
--- spancost_in_traces).
+-- Read twice: not materialized, so each read keeps its own filter (see
+-- spancost_trace_rows).
 priced_calls as not materialized (
 
     select * from {{ ref('int_llm_calls_priced') }}
@@ -37,8 +37,7 @@ touched_traces as (
 llm_calls as (
 
     select priced_calls.*
-    from priced_calls
-    where {{ spancost_in_traces('priced_calls.trace_id', 'touched_traces') }}
+    from {{ spancost_trace_rows('priced_calls', 'touched_traces', 'priced_calls') }}
 
 ),
 
@@ -332,3 +331,5 @@ final as (
 )
 
 select * from final  -- noqa: AM04
+-- Rows in time order, so the start_time index reads the window's pages only.
+order by start_time

@@ -521,3 +521,5 @@ final as (
 )
 
 select * from final
+-- Rows in time order, so the start_time index reads the window's pages only.
+order by start_time

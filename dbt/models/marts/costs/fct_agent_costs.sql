@@ -20,8 +20,8 @@
 
 with recursive
 
--- Read twice: not materialized, so each read keeps its trace filter (see
--- spancost_in_traces).
+-- Read twice: not materialized, so each read keeps its own filter (see
+-- spancost_trace_rows).
 llm_calls as not materialized (
 
     select * from {{ ref('fct_llm_calls') }}
@@ -44,8 +44,7 @@ touched_traces as (
 trace_calls as (
 
     select llm_calls.*
-    from llm_calls
-    where {{ spancost_in_traces('llm_calls.trace_id', 'touched_traces') }}
+    from {{ spancost_trace_rows('llm_calls', 'touched_traces', 'llm_calls') }}
 
 ),
 
@@ -249,3 +248,5 @@ final as (
 )
 
 select * from final
+-- Rows in time order, so the start_time index reads the window's pages only.
+order by start_time

@@ -14,15 +14,16 @@
 
 with
 
--- Read twice: not materialized, so each read keeps its trace filter (see
--- spancost_in_traces).
+-- Read twice: not materialized, so each read keeps its own filter (see
+-- spancost_trace_rows).
 counted_calls as not materialized (
 
     select * from {{ ref('int_llm_calls_counted') }}
 
 ),
 
-touched_traces as (
+-- Unused on a full build, which reads every trace (spancost_trace_rows).
+touched_traces as (  -- noqa: ST03
 
     -- Traces with a call in the window are replaced whole (macros/trace_window.sql).
     {{ spancost_touched_traces('counted_calls') }}
@@ -33,10 +34,8 @@ calls as (
 
     -- Each API call once: duplicates and roll-ups are left out.
     select counted_calls.*
-    from counted_calls
-    where
-        counted_calls.is_counted
-        and {{ spancost_in_traces('counted_calls.trace_id', 'touched_traces') }}
+    from {{ spancost_trace_rows('counted_calls', 'touched_traces', 'counted_calls') }}
+    where counted_calls.is_counted
 
 ),
 
@@ -108,3 +107,5 @@ final as (
 )
 
 select * from final
+-- Rows in time order, so the start_time index reads the window's pages only.
+order by start_time

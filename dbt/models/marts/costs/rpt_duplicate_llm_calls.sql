@@ -1,8 +1,44 @@
+{#-
+    Replaced a trace at a time, like the marts it reports on. Its own rows stop at
+    the newest span left out, so the window is anchored on int_llm_calls_counted;
+    the pre_hook deletes the touched traces first, so a trace that no longer has a
+    span left out keeps no row.
+-#}
+{{
+    config(
+        materialized='incremental',
+        incremental_strategy='delete+insert',
+        unique_key='trace_id',
+        on_schema_change='fail',
+        pre_hook="{{ spancost_delete_touched_traces(ref('int_llm_calls_counted'), anchor=ref('int_llm_calls_counted')) }}",
+        indexes=[
+            {'columns': ['trace_id']},
+            {'columns': ['start_time']},
+        ],
+    )
+}}
+
 with
+
+-- Read twice: not materialized, so each read keeps its own filter (see
+-- spancost_trace_rows).
+counted_calls as not materialized (
+
+    select * from {{ ref('int_llm_calls_counted') }}
+
+),
+
+-- Unused on a full build, which reads every trace (spancost_trace_rows).
+touched_traces as (  -- noqa: ST03
+
+    {{ spancost_touched_traces('counted_calls', anchor=ref('int_llm_calls_counted')) }}
+
+),
 
 llm_calls as (
 
-    select * from {{ ref('int_llm_calls_counted') }}
+    select counted_calls.*
+    from {{ spancost_trace_rows('counted_calls', 'touched_traces', 'counted_calls') }}
 
 ),
 
@@ -44,3 +80,5 @@ final as (
 )
 
 select * from final
+-- Rows in time order, so the start_time index reads the window's pages only.
+order by start_time
