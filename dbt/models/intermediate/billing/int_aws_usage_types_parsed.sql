@@ -12,6 +12,28 @@ billing_regions as (
 
 ),
 
+billing_models as (
+
+    select * from {{ ref('aws_bedrock_billing_models') }}
+
+),
+
+prices as (
+
+    select * from {{ ref('int_llm_prices_effective') }}
+
+),
+
+priced_models as (
+
+    select distinct
+        model,
+        {{ spancost_model_key('model') }} as model_key
+
+    from prices
+
+),
+
 usage_types as (
 
     -- Marketplace usage types (Bedrock's third-party models) are shared by every
@@ -140,6 +162,7 @@ parsed as (
             when usage_detail ~* '(^|[-_:])batch($|[-_])' then 'batch'
             when usage_detail ~* '(^|[-_:])flex($|[-_])' then 'flex'
             when usage_detail ~* '(^|[-_:])priority($|[-_])' then 'priority'
+            when usage_detail ~* 'latency-?optimi[sz]ed' then 'latency_optimized'
             else 'standard'
         end as inference_tier,
         case
@@ -178,9 +201,53 @@ parsed as (
 
 ),
 
+named as (
+
+    -- A billing name in camel case or with spaces, as a model id: `NovaPro` ->
+    -- `nova-pro`, `Claude Sonnet 4.5` -> `claude-sonnet-4.5`.
+    select
+        *,
+        lower(
+            regexp_replace(
+                regexp_replace(trim(bedrock_model), '\s+', '-', 'g'),
+                '([a-z])([A-Z0-9])', '\1-\2', 'g'
+            )
+        ) as normalised_model
+
+    from parsed
+
+),
+
 final as (
 
-    select * from parsed
+    -- The priced model id, as in the price seeds: the `aws_bedrock_billing_models`
+    -- row, else the priced model with the same normalised key, else the
+    -- normalised billing name (an unpriced model keeps a stable key).
+    select
+        named.service,
+        named.usage_type,
+        named.billing_prefix,
+        named.region_code,
+        named.usage_detail,
+        named.usage_category,
+        named.usage_family,
+        named.bedrock_model,
+        case
+            when named.bedrock_model is not null
+                then coalesce(billing_models.model, priced_models.model, named.normalised_model)
+        end as model,
+        named.token_kind,
+        named.inference_tier,
+        named.inference_scope,
+        named.instance_type,
+        named.sagemaker_component,
+        named.ec2_purchase_option
+
+    from named
+    left join billing_models
+        on named.bedrock_model = billing_models.billing_model
+    left join priced_models
+        on {{ spancost_model_key('named.normalised_model') }} = priced_models.model_key
 
 )
 

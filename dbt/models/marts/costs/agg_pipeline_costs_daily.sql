@@ -1,9 +1,5 @@
 {{
     config(
-        materialized='incremental',
-        incremental_strategy='delete+insert',
-        unique_key='day',
-        on_schema_change='fail',
         indexes=[
             {'columns': ['day']},
         ],
@@ -12,86 +8,91 @@
 
 with
 
-llm_calls as (
+pipeline_costs as (
 
-    select * from {{ ref('fct_llm_calls') }}
-    -- Whole UTC days: the lookback window, or the vars' range on a backfill.
-    where {{ incremental_window('start_time', time_key='day', grain='day') }}
-
-),
-
-attributed as (
-
-    select
-        cast(date_trunc('day', start_time, 'UTC') at time zone 'UTC' as date) as day,  -- noqa: RF04
-        coalesce(pipeline_id, 'unattributed') as pipeline_id,
-        coalesce(team, 'unattributed') as team,
-        coalesce(feature, 'unattributed') as feature,
-        coalesce(environment, 'unattributed') as environment,
-        coalesce(provider, 'unattributed') as provider,
-        coalesce(model, 'unattributed') as model,
-        input_tokens,
-        output_tokens,
-        cache_read_tokens,
-        cache_creation_tokens,
-        reasoning_tokens,
-        is_priced,
-        is_error,
-        is_retry,
-        estimated_cost_usd,
-        duration_ms,
-        ttft_ms
-
-    from llm_calls
+    -- Incremental by day (int_pipeline_costs_daily); this table adds the bill,
+    -- which AWS restates for days after the fact, so it is rebuilt whole.
+    select * from {{ ref('int_pipeline_costs_daily') }}
 
 ),
 
-aggregated as (
+billed_allocated as (
 
-    select
-        day,
-        pipeline_id,
-        team,
-        feature,
-        environment,
-        provider,
-        model,
-        count(*) as calls,
-        count(*) filter (where is_error) as error_calls,
-        count(*) filter (where is_retry) as retry_calls,
-        cast(coalesce(sum(input_tokens), 0) as bigint) as input_tokens,
-        cast(coalesce(sum(output_tokens), 0) as bigint) as output_tokens,
-        cast(coalesce(sum(cache_read_tokens), 0) as bigint) as cache_read_tokens,
-        cast(coalesce(sum(cache_creation_tokens), 0) as bigint) as cache_creation_tokens,
-        cast(coalesce(sum(reasoning_tokens), 0) as bigint) as reasoning_tokens,
-        -- sum() skips unpriced calls and is null when no call is priced.
-        sum(estimated_cost_usd) as estimated_cost_usd,
-        count(*) filter (where not is_priced) as unpriced_calls,
-        coalesce(sum(estimated_cost_usd) filter (where is_error), 0) as error_cost_usd,
-        coalesce(sum(estimated_cost_usd) filter (where is_retry), 0) as retry_cost_usd,
-        -- Continuous percentiles of the call latency (span duration) and of time
-        -- to first token, in milliseconds; ttft is null when no call carried it.
-        cast(percentile_cont(0.5) within group (order by duration_ms) as numeric) as p50_ms,
-        cast(percentile_cont(0.95) within group (order by duration_ms) as numeric) as p95_ms,
-        cast(percentile_cont(0.99) within group (order by duration_ms) as numeric) as p99_ms,
-        cast(percentile_cont(0.5) within group (order by ttft_ms) as numeric) as ttft_p50_ms,
-        cast(percentile_cont(0.95) within group (order by ttft_ms) as numeric) as ttft_p95_ms
+    -- The billed cost allocated to the calls of each row (fct_allocated_costs_daily
+    -- rows that name the calls' model); only calls AWS bills get any. Empty when
+    -- the var enable_billing is false.
+    {% if var('enable_billing', true) -%}
+        select
+            day,
+            pipeline_id,
+            coalesce(team, 'unattributed') as team,
+            coalesce(feature, 'unattributed') as feature,
+            coalesce(environment, 'unattributed') as environment,
+            model,
+            sum(allocated_cost_usd) as billed_allocated_cost_usd
 
-    from attributed
-    group by
-        day,
-        pipeline_id,
-        team,
-        feature,
-        environment,
-        provider,
-        model
+        from {{ ref('fct_allocated_costs_daily') }}
+        where model is not null
+        group by
+            day,
+            pipeline_id,
+            coalesce(team, 'unattributed'),
+            coalesce(feature, 'unattributed'),
+            coalesce(environment, 'unattributed'),
+            model
+    {%- else -%}
+        select
+            cast(null as date) as day,
+            cast(null as text) as pipeline_id,
+            cast(null as text) as team,
+            cast(null as text) as feature,
+            cast(null as text) as environment,
+            cast(null as text) as model,
+            cast(null as numeric) as billed_allocated_cost_usd
+        where false
+    {%- endif %}
 
 ),
 
 final as (
 
-    select * from aggregated
+    select
+        pipeline_costs.day,
+        pipeline_costs.pipeline_id,
+        pipeline_costs.team,
+        pipeline_costs.feature,
+        pipeline_costs.environment,
+        pipeline_costs.provider,
+        pipeline_costs.model,
+        pipeline_costs.calls,
+        pipeline_costs.error_calls,
+        pipeline_costs.retry_calls,
+        pipeline_costs.input_tokens,
+        pipeline_costs.output_tokens,
+        pipeline_costs.cache_read_tokens,
+        pipeline_costs.cache_creation_tokens,
+        pipeline_costs.reasoning_tokens,
+        pipeline_costs.estimated_cost_usd,
+        pipeline_costs.unpriced_calls,
+        pipeline_costs.error_cost_usd,
+        pipeline_costs.retry_cost_usd,
+        pipeline_costs.p50_ms,
+        pipeline_costs.p95_ms,
+        pipeline_costs.p99_ms,
+        pipeline_costs.ttft_p50_ms,
+        pipeline_costs.ttft_p95_ms,
+        billed_allocated.billed_allocated_cost_usd
+
+    from pipeline_costs
+    left join billed_allocated
+        on
+            pipeline_costs.provider = 'aws.bedrock'
+            and pipeline_costs.day = billed_allocated.day
+            and pipeline_costs.pipeline_id = billed_allocated.pipeline_id
+            and pipeline_costs.team = billed_allocated.team
+            and pipeline_costs.feature = billed_allocated.feature
+            and pipeline_costs.environment = billed_allocated.environment
+            and pipeline_costs.model = billed_allocated.model
 
 )
 
