@@ -68,7 +68,8 @@ def cmd_db(args: argparse.Namespace) -> int:
     elif args.action == "init":
         with db.connect(db.database_url()) as conn:
             db.apply_schema(conn)
-        print("schema ready")
+            db.create_bi_role(conn)
+        print(f"schema ready; read-only role {db.BI_ROLE} can read marts")
     return 0
 
 
@@ -101,9 +102,13 @@ def demo_window(day: str | None) -> tuple[datetime, datetime]:
 
 def cmd_demo(args: argparse.Namespace) -> int:
     from spancost import pipeline
+    from spancost.billing import cost_explorer
     from spancost.demo import bill, traffic
 
     url = db.database_url()
+    with db.connect(url) as conn:
+        db.apply_schema(conn)
+        db.create_bi_role(conn)
     aws = endpoints.LocalAws(settings.home())
     endpoints.use(endpoints.start(aws), endpoints.start_pricing(aws, bill.pricing_catalogue()))
     s3 = _s3()
@@ -131,9 +136,13 @@ def cmd_demo(args: argparse.Namespace) -> int:
     # The AWS side: a bill consistent with the spans, an idle endpoint, the price list.
     bill.create_idle_endpoint(_sagemaker_clients()["us-east-1"])
     now = _now()
+    # The demo bills one linked account too (the opt-in per-account query).
+    os.environ.setdefault("SPANCOST_CE_LINKED_ACCOUNTS", "1")
     bill.preset_cost_explorer(
         os.environ["AWS_ENDPOINT_URL"],
-        bill.cost_explorer_results(spans, [start.date()], now.date()),
+        bill.cost_explorer_results(
+            spans, [start.date()], now.date(), cost_explorer.settings_from_env()
+        ),
     )
     costs = pipeline.refresh_costs(url, _ce(), now)
     print(f"cost explorer: {costs.summary()}")

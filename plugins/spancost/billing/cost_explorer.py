@@ -226,8 +226,11 @@ def default_queries(
     *,
     resources: bool = False,
     resource_services: Sequence[str] = ("Amazon SageMaker",),
+    accounts: bool = False,
 ) -> tuple[CeQuery, ...]:
-    """The default queries; the per-resource one (``resources=True``) is opt-in."""
+    """The default queries; the per-resource (``resources=True``) and the per-account
+    (``accounts=True``, SERVICE x LINKED_ACCOUNT, for multi-account organisations)
+    ones are opt-in."""
     selector = ServiceSelector(tuple(services))
     queries = [
         CeQuery(
@@ -241,6 +244,17 @@ def default_queries(
             selector=selector,
         ),
     ]
+    if accounts:
+        queries.append(
+            CeQuery(
+                name="ai_services_by_account",
+                group_by=(
+                    GroupDef("DIMENSION", "SERVICE"),
+                    GroupDef("DIMENSION", "LINKED_ACCOUNT"),
+                ),
+                selector=selector,
+            )
+        )
     if resources:
         queries.append(
             CeQuery(
@@ -282,7 +296,8 @@ def settings_from_env(env: Mapping[str, str] | None = None) -> CostExplorerSetti
 
     ``SPANCOST_CE_SERVICES`` (comma-separated service names), ``SPANCOST_CE_PIPELINE_TAG``,
     ``SPANCOST_CE_METRICS`` (comma-separated), ``SPANCOST_CE_HOURLY`` (1/0),
-    ``SPANCOST_CE_RESOURCES`` (1/0, per-resource query), ``SPANCOST_CE_RESTATEMENT_DAYS``,
+    ``SPANCOST_CE_RESOURCES`` (1/0, per-resource query), ``SPANCOST_CE_LINKED_ACCOUNTS``
+    (1/0, per-account query), ``SPANCOST_CE_RESTATEMENT_DAYS``,
     ``SPANCOST_CE_PREVIOUS_MONTH_UNTIL_DAY``, ``SPANCOST_CE_MIN_INTERVAL_MINUTES``,
     ``SPANCOST_CE_MAX_ATTEMPTS``, ``SPANCOST_CE_BACKOFF_BASE_SECONDS``.
     """
@@ -308,6 +323,7 @@ def settings_from_env(env: Mapping[str, str] | None = None) -> CostExplorerSetti
             listed("SPANCOST_CE_SERVICES", DEFAULT_AI_SERVICES),
             env.get("SPANCOST_CE_PIPELINE_TAG", "").strip() or DEFAULT_PIPELINE_TAG,
             resources=flag("SPANCOST_CE_RESOURCES"),
+            accounts=flag("SPANCOST_CE_LINKED_ACCOUNTS"),
         ),
         metrics=listed("SPANCOST_CE_METRICS", DEFAULT_METRICS),
         hourly=flag("SPANCOST_CE_HOURLY"),

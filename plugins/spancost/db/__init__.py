@@ -46,6 +46,22 @@ def apply_schema(conn: psycopg.Connection[tuple[object, ...]]) -> None:
             conn.execute(ddl)
 
 
+BI_ROLE = "spancost_bi"
+
+
+def create_bi_role(conn: psycopg.Connection[tuple[object, ...]]) -> None:
+    """Create the read-only role ``spancost_bi`` (idempotent): it reads ``marts`` only.
+
+    Needs CREATEROLE, so only ``spancost db init`` and the demo run it. Tables dbt
+    creates later are readable through default privileges of the role running this,
+    and each mart build grants select again (dbt_project.yml, marts post-hook).
+    """
+    ddl = resources.files("spancost.db").joinpath("roles", "bi_role.sql").read_text()
+    with conn.transaction():
+        conn.execute("select pg_advisory_xact_lock(hashtext('spancost.bi_role'))")
+        conn.execute(ddl)
+
+
 def redact(url: str) -> str:
     """The URL with its password replaced, for messages and logs."""
     parts = urlsplit(url)

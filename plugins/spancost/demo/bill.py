@@ -34,6 +34,7 @@ IDLE_ENDPOINT = "demo-llama-idle"
 IDLE_INSTANCE = "ml.g4dn.xlarge"
 IDLE_HOURLY_USD = Decimal("0.7364")
 PIPELINE_TAG = "PipelineID"
+DEMO_ACCOUNT = "123456789012"  # moto's default account
 SAGEMAKER = "Amazon SageMaker"
 
 # Bedrock model id in the spans → (Marketplace service name, USD per 1M tokens by kind).
@@ -122,10 +123,18 @@ def daily_groups(
             for keys, (cost, quantity, unit) in sorted(table.items())
         ]
 
+    def by_account(day: date) -> dict[tuple[str, str], tuple[Decimal, Decimal, str]]:
+        # One account (moto's) for the demo: each service's whole day under it.
+        table: dict[tuple[str, str], tuple[Decimal, Decimal, str]] = {}
+        for (service, _), (cost, quantity, unit) in by_usage.get(day, {}).items():
+            add(table, (service, DEMO_ACCOUNT), cost, quantity, unit)
+        return table
+
     return {
         day: {
             "ai_services_by_usage_type": groups(by_usage.get(day, {})),
             "pipeline_tag_by_service": groups(by_tag.get(day, {})),
+            "ai_services_by_account": groups(by_account(day)),
         }
         for day in set(by_usage) | set(by_tag)
     }

@@ -44,7 +44,8 @@ NOVA_ID = "amazon.nova-pro-v1:0"  # priced as nova-pro
 HAIKU_SERVICE = "Claude Haiku 4.5 (Amazon Bedrock Edition)"
 BEDROCK = "Amazon Bedrock"
 SAGEMAKER = "Amazon SageMaker"
-USAGE_QUERY, TAG_QUERY = default_queries()[:2]
+USAGE_QUERY, TAG_QUERY, ACCOUNT_QUERY = default_queries(accounts=True)
+QUERIES = (USAGE_QUERY, TAG_QUERY, ACCOUNT_QUERY)
 M = Decimal(1_000_000)
 
 # (day, pipeline, team, provider, model id, input tokens, output tokens)
@@ -122,6 +123,15 @@ def bill(restated: bool) -> dict[str, dict[date, list[dict]]]:
             ],
             DAY_C: [],
         },
+        ACCOUNT_QUERY.name: {
+            DAY_A: [],
+            DAY_B: [
+                line(BEDROCK, "111111111111", "0.0400"),
+                line(BEDROCK, "222222222222", "0.0164"),
+                line(SAGEMAKER, "111111111111", "17.6736"),
+            ],
+            DAY_C: [],
+        },
     }
 
 
@@ -160,7 +170,7 @@ def land_bill(endpoint: str, db_url: str) -> None:
     client = boto3.client(
         "ce", region_name="us-east-1", endpoint_url=endpoint, config=aws_requests.client_config()
     )
-    settings = CostExplorerSettings(queries=(USAGE_QUERY, TAG_QUERY))
+    settings = CostExplorerSettings(queries=QUERIES)
     window = (DAY_A, DAY_C + timedelta(days=1))
     with db.connect(db_url) as conn:
         db.apply_schema(conn)
@@ -168,9 +178,9 @@ def land_bill(endpoint: str, db_url: str) -> None:
             groups = bill(restated)
             preset(
                 endpoint,
-                [response(groups[q.name], q.group_by) for q in (USAGE_QUERY, TAG_QUERY)],
+                [response(groups[q.name], q.group_by) for q in QUERIES],
             )
-            for query in (USAGE_QUERY, TAG_QUERY):
+            for query in QUERIES:
                 result = pull(conn, client, query, window, settings)
                 assert result.status == "complete", result
 
@@ -377,3 +387,72 @@ def test_the_bill_is_allocated_whole_and_reconciled(s3, aws_endpoint, db_url) ->
         Decimal("-100.0000"),
         False,
     )
+
+    # The per-account query, for multi-account organisations.
+    assert rows(
+        db_url,
+        "select day, account_id, service, billed_cost_usd from marts.agg_account_costs_daily"
+        " order by account_id, service",
+    ) == [
+        (DAY_B, "111111111111", BEDROCK, Decimal("0.0400")),
+        (DAY_B, "111111111111", SAGEMAKER, Decimal("17.6736")),
+        (DAY_B, "222222222222", BEDROCK, Decimal("0.0164")),
+    ]
+
+    # FOCUS 1.2: every mandatory column the issue lists, under its spec name, and the
+    # same money as the allocation.
+    focus_columns = [
+        name
+        for (name,) in rows(
+            db_url,
+            "select column_name from information_schema.columns"
+            " where table_schema = 'marts' and table_name = 'focus_costs'",
+        )
+    ]
+    assert set(FOCUS_MANDATORY) <= set(focus_columns)
+    assert all(c in FOCUS_MANDATORY or c.startswith("x_") for c in focus_columns)
+    focus = {
+        (d, s): c
+        for d, s, c in rows(
+            db_url,
+            'select x_day, "ServiceName", sum("BilledCost") from marts.focus_costs group by 1, 2',
+        )
+    }
+    assert focus == allocated
+    assert rows(
+        db_url,
+        'select distinct "BillingCurrency", "ProviderName", "ChargeCategory",'
+        ' "BillingPeriodStart" from marts.focus_costs',
+    ) == [("USD", "AWS", "Usage", datetime(2026, 1, 1, tzinfo=UTC))]
+
+
+# FinOps FOCUS 1.2 columns (focus.finops.org, "Column Library"): the mandatory ones the
+# issue lists, plus BillingAccountType, ChargeFrequency, PricingCurrency and
+# ServiceSubcategory.
+FOCUS_MANDATORY = (
+    "BilledCost",
+    "BillingAccountId",
+    "BillingAccountName",
+    "BillingAccountType",
+    "ChargeFrequency",
+    "PricingCurrency",
+    "ServiceSubcategory",
+    "BillingCurrency",
+    "BillingPeriodStart",
+    "BillingPeriodEnd",
+    "ChargeCategory",
+    "ChargeClass",
+    "ChargeDescription",
+    "ChargePeriodStart",
+    "ChargePeriodEnd",
+    "ContractedCost",
+    "EffectiveCost",
+    "InvoiceIssuerName",
+    "ListCost",
+    "PricingQuantity",
+    "PricingUnit",
+    "ProviderName",
+    "PublisherName",
+    "ServiceCategory",
+    "ServiceName",
+)

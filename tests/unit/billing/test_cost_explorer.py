@@ -266,6 +266,24 @@ def test_query_validation() -> None:
         CostExplorerSettings(queries=default_queries() + default_queries()[:1])
 
 
+def test_account_query_is_opt_in_and_groups_by_linked_account() -> None:
+    names = [q.name for q in default_queries(accounts=True)]
+    assert names == [
+        "ai_services_by_usage_type",
+        "pipeline_tag_by_service",
+        "ai_services_by_account",
+    ]
+    accounts = default_queries(accounts=True)[2]
+    assert accounts.group_by == (
+        GroupDef("DIMENSION", "SERVICE"),
+        GroupDef("DIMENSION", "LINKED_ACCOUNT"),
+    )
+    assert accounts.filter() == default_queries()[0].filter()
+    on = settings_from_env({"SPANCOST_CE_LINKED_ACCOUNTS": "1"})
+    assert [q.name for q in on.queries][-1] == "ai_services_by_account"
+    assert "ai_services_by_account" not in [q.name for q in settings_from_env({}).queries]
+
+
 def test_settings_from_env() -> None:
     settings = settings_from_env(
         {

@@ -106,6 +106,10 @@ renamed as (
             when group_dim_1 = 'RESOURCE_ID' then group_key_1
             when group_dim_2 = 'RESOURCE_ID' then group_key_2
         end as resource_id,
+        case
+            when group_dim_1 = 'LINKED_ACCOUNT' then group_key_1
+            when group_dim_2 = 'LINKED_ACCOUNT' then group_key_2
+        end as linked_account,
         tag_key,
         -- `PipelineID$` (an untagged resource) arrives as ''.
         nullif(tag_value, '') as tag_value,
