@@ -42,10 +42,16 @@ Every 15 minutes, loads the OpenTelemetry trace exports that the Collector's
     fails the last good prices stay, marked stale. Param `force_price_list`.
   * `snapshot_sagemaker` records the SageMaker endpoints of
     `SPANCOST_SAGEMAKER_REGIONS` every run, so idle endpoints can be priced.
+  * `pull_sagemaker_invocations`, after it, pulls the hourly CloudWatch
+    `Invocations` of those endpoints (`raw.sagemaker_invocations_hourly`) for
+    the run's interval plus the 3 hours before it, as CloudWatch data arrives
+    late; a re-pulled hour is overwritten, never duplicated. GetMetricData
+    costs $0.01 per 1,000 metrics; every request is in `ops.api_requests`.
 * **Publishes** the assets `spancost://raw/otel_spans`,
-  `spancost://raw/ce_cost_and_usage`, `spancost://raw/aws_price_list` and
-  `spancost://raw/sagemaker_endpoint_snapshots`, which schedule
-  `spancost_transform`.
+  `spancost://raw/ce_cost_and_usage`, `spancost://raw/aws_price_list`,
+  `spancost://raw/sagemaker_endpoint_snapshots` and
+  `spancost://raw/sagemaker_invocations_hourly`; spans and Cost Explorer
+  results schedule `spancost_transform`.
 """
 
 from __future__ import annotations
@@ -58,6 +64,7 @@ SPANS = Asset("spancost://raw/otel_spans")
 COSTS = Asset("spancost://raw/ce_cost_and_usage")
 PRICES = Asset("spancost://raw/aws_price_list")
 ENDPOINTS = Asset("spancost://raw/sagemaker_endpoint_snapshots")
+INVOCATIONS = Asset("spancost://raw/sagemaker_invocations_hourly")
 
 
 @dag(
@@ -110,10 +117,17 @@ def spancost_ingest() -> None:
 
         return airflow_adapter.snapshot_sagemaker(dict(get_current_context()))
 
+    @task(outlets=[INVOCATIONS])
+    def pull_sagemaker_invocations() -> dict[str, int]:
+        """Pull the endpoints' hourly CloudWatch invocations (interval plus 3 hours back)."""
+        from spancost import airflow_adapter
+
+        return airflow_adapter.pull_sagemaker_invocations(dict(get_current_context()))
+
     ingest_spans()
     pull_cost_explorer()
     pull_price_list()
-    snapshot_sagemaker()
+    snapshot_sagemaker() >> pull_sagemaker_invocations()
 
 
 spancost_ingest()

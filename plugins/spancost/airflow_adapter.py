@@ -22,6 +22,8 @@ log = logging.getLogger(__name__)
 
 POSTGRES_CONN_ID = "spancost_postgres"
 AWS_CONN_ID = "aws_default"
+# CloudWatch datapoints arrive minutes late: each run re-pulls the hours this far back.
+INVOCATIONS_LOOKBACK = timedelta(hours=3)
 
 
 def database_url(conn_id: str = POSTGRES_CONN_ID) -> str:
@@ -150,3 +152,25 @@ def snapshot_sagemaker(context: dict[str, Any]) -> dict[str, int]:
     }
     results = pipeline.snapshot_sagemaker(database_url(), clients, end)
     return {result.region: result.endpoints for result in results}
+
+
+def pull_sagemaker_invocations(context: dict[str, Any]) -> dict[str, int]:
+    """Hourly SageMaker endpoint invocations from CloudWatch, for each configured region.
+
+    The window is the run's data interval reaching back ``INVOCATIONS_LOOKBACK`` for
+    late datapoints; a pull throttled to the end fails the task (so Airflow retries).
+    """
+    from spancost.billing import aws_requests, cloudwatch
+
+    start, end = interval(context)
+    clients = {
+        region: aws_client("cloudwatch", region_name=region, config=aws_requests.client_config())
+        for region in pipeline.sagemaker_regions()
+    }
+    results = pipeline.pull_endpoint_invocations(
+        database_url(), clients, start - INVOCATIONS_LOOKBACK, end
+    )
+    failed = [result for result in results if result.status != "complete"]
+    if failed:
+        raise cloudwatch.PullFailed(failed)
+    return {result.region: result.rows for result in results}

@@ -7,13 +7,16 @@ import os
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from spancost import db
 from spancost.settings import Settings
 from spancost.spans.loader import LoadReport, load_objects
 from spancost.spans.normalize import NormalizeSettings
 from spancost.spans.s3layout import list_objects
+
+if TYPE_CHECKING:
+    from spancost.billing.cloudwatch import PullResult as InvocationsPull
 
 log = logging.getLogger(__name__)
 
@@ -125,4 +128,43 @@ def snapshot_sagemaker(url: str, clients: Mapping[str, Any], now: datetime) -> l
         for client in clients.values():
             with aws_requests.RequestLogger(url, client):
                 results.append(sagemaker.snapshot_endpoints(conn, client, snapshot_at=now))
+    return results
+
+
+def pull_endpoint_invocations(
+    url: str,
+    cloudwatch_clients: Mapping[str, Any],
+    window_start: datetime,
+    window_end: datetime,
+) -> list[InvocationsPull]:
+    """Hourly invocations of each region's SageMaker endpoints from CloudWatch.
+
+    ``cloudwatch_clients`` maps each region to a CloudWatch client of that region,
+    made with ``config=aws_requests.client_config()``. The endpoint variants are those
+    snapshotted in the region within a day of the window; a region without any
+    records an empty pull and makes no request. A throttled pull is returned as
+    failed (its hours keep their values); other failures raise.
+    """
+    from spancost.billing import cloudwatch
+    from spancost.errors import ConfigError
+
+    results = []
+    with db.connect(url) as conn:
+        db.apply_schema(conn)
+        conn.commit()
+        for region, client in cloudwatch_clients.items():
+            if client.meta.region_name != region:
+                raise ConfigError(
+                    f"the CloudWatch client for {region} is for {client.meta.region_name}"
+                )
+            endpoints = cloudwatch.endpoints_from_snapshots(conn, region, window_start, window_end)
+            results.append(
+                cloudwatch.pull_invocations(
+                    conn,
+                    client,
+                    endpoints=endpoints,
+                    window_start=window_start,
+                    window_end=window_end,
+                )
+            )
     return results

@@ -1,7 +1,8 @@
 """AWS API requests: every attempt logged in ``ops.api_requests``, retried with backoff.
 
 Some AWS APIs bill per request (Cost Explorer: USD 0.01 for each request, each
-page being one), so each attempt that is sent gets a row in
+page being one) or per item requested (CloudWatch GetMetricData: USD 0.01 per
+1,000 metrics), so each attempt that is sent gets a row in
 ``ops.api_requests``: service, operation, a summary of the request without
 secrets or page tokens, page number, outcome, HTTP status, attempt number,
 duration, the list price of the request, and the pull it belongs to.
@@ -68,6 +69,11 @@ Conn = psycopg.Connection[Any]
 # List price of one request, in USD, by botocore service name; a service not listed is free.
 # Cost Explorer: "$0.01 per paginated API request" (each page is one request).
 REQUEST_PRICE_USD: Mapping[str, Decimal] = {"ce": Decimal("0.01")}
+# List price of each metric a request asks for, by (service, operation): the length of its
+# MetricDataQueries. CloudWatch: "GetMetricData: $0.01 per 1,000 metrics requested".
+METRIC_PRICE_USD: Mapping[tuple[str, str], Decimal] = {
+    ("cloudwatch", "GetMetricData"): Decimal("0.00001"),
+}
 
 THROTTLING_CODES = frozenset(
     {
@@ -158,9 +164,20 @@ def check_client(client: Any) -> None:
         )
 
 
-def request_price(service: str) -> Decimal:
-    """List price in USD of one request to ``service`` (botocore name, e.g. ``"ce"``)."""
-    return REQUEST_PRICE_USD.get(service, Decimal(0))
+def request_price(
+    service: str, operation: str | None = None, params: Mapping[str, Any] | None = None
+) -> Decimal:
+    """List price in USD of one request to ``service`` (botocore name, e.g. ``"ce"``).
+
+    With the ``operation`` (API name) and its ``params``, requests billed by the
+    metrics they ask for are priced too: ``GetMetricData`` with 500
+    ``MetricDataQueries`` costs 500 x USD 0.00001 (:data:`METRIC_PRICE_USD`).
+    """
+    price = REQUEST_PRICE_USD.get(service, Decimal(0))
+    per_metric = METRIC_PRICE_USD.get((service, operation or ""))
+    if per_metric is not None:
+        price += per_metric * len((params or {}).get("MetricDataQueries") or ())
+    return price
 
 
 def summarize(params: Mapping[str, Any]) -> dict[str, Any]:
@@ -259,8 +276,8 @@ def call(
     """Send ``operation`` (API name, e.g. ``"GetCostAndUsage"``) with retries; log each attempt.
 
     ``summary`` is added to the logged request summary (e.g. the query name).
-    ``cost_usd`` of each attempt sent is the service's list price per request
-    (:data:`REQUEST_PRICE_USD`); AWS does not say whether throttled or failed
+    ``cost_usd`` of each attempt sent is the list price of the request
+    (:func:`request_price` of ``params``); AWS does not say whether throttled or failed
     requests are billed, so they are counted too: the log is an upper bound.
     Returns the parsed response; raises :class:`ApiRequestError` (or
     :class:`ThrottledError`) when the request fails for good.
@@ -269,7 +286,7 @@ def call(
     service = str(client.meta.service_model.service_name)
     method = getattr(client, _snake(operation))
     logged = {**summarize(params), **(summary or {})}
-    price = request_price(service)
+    price = request_price(service, operation, params)
     rng = rng or random.Random()
     for attempt in range(1, policy.max_attempts + 1):
         sent = Attempt(
@@ -417,12 +434,13 @@ class RequestLogger:
             status = "error"
             code = code or (type(exception).__name__ if exception else None)
         headers = (response_dict or {}).get("headers") or {}
+        operation = event_name.rsplit(".", 1)[-1]
         self.count += 1
         record(
             self._conn,
             Attempt(
                 service=self._service,
-                operation=event_name.rsplit(".", 1)[-1],
+                operation=operation,
                 summary=summary,
                 page=None,
                 status=status,
@@ -430,7 +448,7 @@ class RequestLogger:
                 error_code=code,
                 attempt=int((context.get("retries") or {}).get("attempt", 1)),
                 duration_ms=int((time.monotonic() - started) * 1000),
-                cost_usd=request_price(self._service),
+                cost_usd=request_price(self._service, operation, summary),
                 pull_id=None,
                 aws_request_id=headers.get("x-amzn-requestid") or headers.get("x-amz-request-id"),
                 requested_at=requested_at,

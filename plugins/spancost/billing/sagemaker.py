@@ -1,9 +1,10 @@
 """SageMaker endpoint inventory: what ran, on which instances, at a snapshot time.
 
-``ListEndpoints`` (paged), then ``DescribeEndpoint`` and
-``DescribeEndpointConfig`` per endpoint. DescribeEndpoint gives the current and
+``ListEndpoints`` (paged), then ``DescribeEndpoint``, ``DescribeEndpointConfig``
+and ``ListTags`` per endpoint. DescribeEndpoint gives the current and
 desired instance counts per production variant; the endpoint config gives the
-instance type and initial count. One row per variant lands in
+instance type and initial count; the tags carry the cost-allocation tag (the
+pipeline an endpoint serves). One row per variant lands in
 ``raw.sagemaker_endpoint_snapshots``; one snapshot is one transaction, and
 taking the same snapshot again replaces it.
 """
@@ -13,7 +14,7 @@ from __future__ import annotations
 import json
 import logging
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
@@ -47,6 +48,7 @@ class EndpointVariant:
     creation_time: datetime | None
     last_modified_time: datetime | None
     raw: Mapping[str, Any]
+    tags: Mapping[str, str] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -78,6 +80,7 @@ _COLUMNS: tuple[str, ...] = (
     "creation_time",
     "last_modified_time",
     "raw",
+    "tags",
 )
 
 
@@ -104,6 +107,7 @@ def variants_of(
     *,
     snapshot_at: datetime,
     region: str,
+    tags: Mapping[str, str] | None = None,
 ) -> list[EndpointVariant]:
     """Rows for one endpoint: DescribeEndpoint's variants joined by name to its config's.
 
@@ -137,6 +141,7 @@ def variants_of(
                 creation_time=_utc(endpoint.get("CreationTime")),
                 last_modified_time=_utc(endpoint.get("LastModifiedTime")),
                 raw={"variant": live, "config_variant": spec, "endpoint": endpoint},
+                tags=dict(tags or {}),
             )
         )
     return rows
@@ -185,7 +190,19 @@ def collect(
                     name,
                     config_name,
                 )
-        rows += variants_of(endpoint, endpoint_config, snapshot_at=snapshot_at, region=region)
+        tags: dict[str, str] = {}
+        try:
+            for page in client.get_paginator("list_tags").paginate(
+                ResourceArn=endpoint["EndpointArn"]
+            ):
+                requests += 1
+                tags.update({tag["Key"]: tag["Value"] for tag in page.get("Tags", [])})
+        except botocore.exceptions.ClientError as exc:
+            if not _not_found(exc):
+                raise
+        rows += variants_of(
+            endpoint, endpoint_config, snapshot_at=snapshot_at, region=region, tags=tags
+        )
     return rows, len(names) - len(vanished), tuple(vanished), requests
 
 
@@ -193,7 +210,7 @@ def _copy_row(row: EndpointVariant) -> tuple[object, ...]:
     values: list[object] = []
     for name in _COLUMNS:
         value = getattr(row, name)
-        if name == "raw":
+        if name in ("raw", "tags"):
             value = json.dumps(value, default=str, sort_keys=True)
         values.append(value)
     return tuple(values)

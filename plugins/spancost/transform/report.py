@@ -79,6 +79,35 @@ limit %(limit)s
 """
 
 
+RECONCILIATION_SQL = """
+select day, service, model, estimated_cost_usd, billed_cost_usd, drift_usd, drift_pct, is_final
+from marts.rpt_cost_reconciliation
+where (%(start)s::timestamptz is null or day >= (%(start)s::timestamptz at time zone 'UTC')::date)
+    and (%(end)s::timestamptz is null or day < (%(end)s::timestamptz at time zone 'UTC')::date)
+order by day, service, model
+limit %(limit)s
+"""
+
+UNATTRIBUTED_SQL = """
+select day, service, cost_key, unattributed_cost_usd, billed_cost_usd, unattributed_pct
+from marts.rpt_unattributed_spend
+where (%(start)s::timestamptz is null or day >= (%(start)s::timestamptz at time zone 'UTC')::date)
+    and (%(end)s::timestamptz is null or day < (%(end)s::timestamptz at time zone 'UTC')::date)
+order by unattributed_cost_usd desc, day, service
+limit %(limit)s
+"""
+
+IDLE_ENDPOINTS_SQL = """
+select day, endpoint_name, instance_type, hours_in_service, idle_hours, hourly_price_usd,
+       idle_cost_usd, pipeline_tag
+from marts.rpt_idle_endpoints
+where (%(start)s::timestamptz is null or day >= (%(start)s::timestamptz at time zone 'UTC')::date)
+    and (%(end)s::timestamptz is null or day < (%(end)s::timestamptz at time zone 'UTC')::date)
+order by idle_cost_usd desc, day, endpoint_name
+limit %(limit)s
+"""
+
+
 @dataclass(frozen=True)
 class View:
     """One way to cut the marts: what it sums, from where, and its columns."""
@@ -88,6 +117,8 @@ class View:
     time_column: str
     sql: str
     headers: tuple[str, ...]
+    # The column the table ends with the total of; None for a top-N list.
+    total: str | None = "estimated_cost_usd"
 
 
 VIEWS: dict[str, View] = {
@@ -131,6 +162,7 @@ VIEWS: dict[str, View] = {
             "error_cost_usd",
             "estimated_cost_usd",
         ),
+        total=None,
     ),
     "agent": View(
         "Estimated LLM cost per agent",
@@ -145,6 +177,56 @@ VIEWS: dict[str, View] = {
             "avg_subtree_cost_usd",
             "max_subtree_cost_usd",
         ),
+        total=None,
+    ),
+    "bill": View(
+        "The estimate against the AWS bill",
+        "marts.rpt_cost_reconciliation",
+        "day",
+        RECONCILIATION_SQL,
+        (
+            "day",
+            "service",
+            "model",
+            "estimated_cost_usd",
+            "billed_cost_usd",
+            "drift_usd",
+            "drift_pct",
+            "is_final",
+        ),
+        total="billed_cost_usd",
+    ),
+    "unattributed": View(
+        "Billed cost no pipeline explains",
+        "marts.rpt_unattributed_spend",
+        "day",
+        UNATTRIBUTED_SQL,
+        (
+            "day",
+            "service",
+            "cost_key",
+            "unattributed_cost_usd",
+            "billed_cost_usd",
+            "unattributed_pct",
+        ),
+        total="unattributed_cost_usd",
+    ),
+    "idle": View(
+        "Idle SageMaker endpoints",
+        "marts.rpt_idle_endpoints",
+        "day",
+        IDLE_ENDPOINTS_SQL,
+        (
+            "day",
+            "endpoint_name",
+            "instance_type",
+            "hours_in_service",
+            "idle_hours",
+            "hourly_price_usd",
+            "idle_cost_usd",
+            "pipeline_tag",
+        ),
+        total="idle_cost_usd",
     ),
 }
 
@@ -188,6 +270,8 @@ def window_text(
 def _cell(value: Any) -> str:
     if value is None:
         return "-"
+    if isinstance(value, bool):
+        return "yes" if value else "no"
     if isinstance(value, Decimal):
         return f"{value:,.4f}"
     if isinstance(value, int):
@@ -199,7 +283,11 @@ def format_table(headers: Sequence[str], rows: Sequence[Sequence[Any]]) -> str:
     cells = [[_cell(value) for value in row] for row in rows]
     widths = [max([len(h), *(len(row[i]) for row in cells)]) for i, h in enumerate(headers)]
     numeric = [
-        all(isinstance(row[i], int | Decimal) or row[i] is None for row in rows) and bool(rows)
+        all(
+            (isinstance(row[i], int | Decimal) and not isinstance(row[i], bool)) or row[i] is None
+            for row in rows
+        )
+        and bool(rows)
         for i in range(len(headers))
     ]
 
@@ -237,8 +325,9 @@ def table(
     rows = rows_of(view, url, start, end, limit)
     heading = f"summed over {window_text(start, end, spec.mart, spec.time_column)}\n\n"
     body = format_table(spec.headers, rows)
-    if view in ("trace", "agent"):
+    if spec.total is None:
         return heading + body + f"\n\n(top {limit} by cost)"
-    cost = spec.headers.index("estimated_cost_usd")
+    cost = spec.headers.index(spec.total)
     total = sum((row[cost] for row in rows if row[cost] is not None), Decimal(0))
-    return heading + body + f"\n\ntotal estimated cost: ${total:,.4f}"
+    what = "estimated cost" if spec.total == "estimated_cost_usd" else spec.total
+    return heading + body + f"\n\ntotal {what}: ${total:,.4f}"

@@ -64,7 +64,11 @@ def _endpoint(client: Any, name: str, variants: list[tuple[str, str, str, int]])
             for variant, model, instance, count in variants
         ],
     )
-    client.create_endpoint(EndpointName=name, EndpointConfigName=f"{name}-config")
+    client.create_endpoint(
+        EndpointName=name,
+        EndpointConfigName=f"{name}-config",
+        Tags=[{"Key": "PipelineID", "Value": f"{name}-pipeline"}] if name == "rerank" else [],
+    )
 
 
 def _rows(conn: psycopg.Connection[Any]) -> list[tuple[Any, ...]]:
@@ -95,8 +99,9 @@ def test_snapshot_has_one_row_per_variant_with_config_instance_types(
     result = sm.snapshot_endpoints(conn, sagemaker, snapshot_at=SNAPSHOT, page_size=1)
 
     assert (result.endpoints, result.rows, result.vanished) == (2, 3, ())
-    # 2 ListEndpoints pages (page size 1) + 2 DescribeEndpoint + 2 DescribeEndpointConfig.
-    assert result.requests == 6
+    # 2 ListEndpoints pages (page size 1) + 2 DescribeEndpoint + 2 DescribeEndpointConfig
+    # + 2 ListTags.
+    assert result.requests == 8
     assert _rows(conn) == [
         (SNAPSHOT, "us-east-1", "rerank", "InService", "rerank-config", "blue", "rerank-v1",
          "ml.g4dn.xlarge", 1, 1, 1),
@@ -116,6 +121,12 @@ def test_snapshot_has_one_row_per_variant_with_config_instance_types(
     assert raw["config_variant"]["InstanceType"] == "ml.m5.xlarge"
     assert raw["variant"]["VariantName"] == "green"
     assert "ResponseMetadata" not in raw["endpoint"]
+    # The tags (the cost-allocation tag names the pipeline), {} for an untagged endpoint.
+    assert dict(
+        conn.execute(
+            "select distinct endpoint_name, tags from raw.sagemaker_endpoint_snapshots"
+        ).fetchall()
+    ) == {"rerank": {"PipelineID": "rerank-pipeline"}, "support-llm": {}}
 
 
 def test_snapshots_accumulate_and_retaking_one_replaces_it(

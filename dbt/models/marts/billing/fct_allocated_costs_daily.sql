@@ -34,12 +34,42 @@ cost_and_usage as (
 
 llm_estimates as (
 
-    -- Only calls that AWS bills count as estimates here, and only those that name
-    -- a pipeline can take a share.
-    select * from {{ ref('int_llm_estimates_daily') }}
+    -- Only what AWS bills counts as estimates here (Bedrock calls, and SageMaker
+    -- endpoint hours split over the spans that used them), and only estimates that
+    -- name a pipeline can take a share.
+    select
+        day,
+        provider,
+        model,
+        priced_model,
+        pipeline_id,
+        team,
+        feature,
+        environment,
+        estimated_cost_usd
+
+    from {{ ref('int_llm_estimates_daily') }}
     where
         provider = 'aws.bedrock'
         and pipeline_id is not null
+        and estimated_cost_usd > 0
+
+    union all
+
+    select
+        day,
+        provider,
+        model,
+        priced_model,
+        pipeline_id,
+        team,
+        feature,
+        environment,
+        estimated_cost_usd
+
+    from {{ ref('int_sagemaker_estimates_daily') }}
+    where
+        pipeline_id is not null
         and estimated_cost_usd > 0
 
 ),

@@ -3,9 +3,11 @@
 
 -- One row per AWS request attempt as sent (retries and throttled attempts included).
 -- cost_usd is the list price of the request (Cost Explorer: 0.01 per request, each page
--- being one; Pricing and SageMaker: 0). request_summary holds the request parameters
--- without page tokens or secrets. pull_id ties Cost Explorer requests to raw.ce_pulls; it is
--- not a foreign key because requests are logged (and committed) before their pull is.
+-- being one; CloudWatch GetMetricData: 0.00001 per metric query in the request; Pricing and
+-- SageMaker: 0). request_summary holds the request parameters without page tokens or
+-- secrets. pull_id ties Cost Explorer requests to raw.ce_pulls and CloudWatch requests to
+-- raw.cloudwatch_pulls; it is not a foreign key because requests are logged (and
+-- committed) before their pull is.
 create table if not exists ops.api_requests (
     id              bigint      generated always as identity primary key,
     service         text        not null,

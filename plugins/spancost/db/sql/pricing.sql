@@ -91,3 +91,7 @@ create table if not exists raw.sagemaker_endpoint_snapshots (
     raw                     jsonb       not null,
     primary key (snapshot_at, region, endpoint_name, variant_name)
 );
+-- The endpoint's tags (ListTags) as {key: value}: the cost-allocation tag names the
+-- pipeline an endpoint serves. Added after the first release; older rows have {}.
+alter table raw.sagemaker_endpoint_snapshots
+    add column if not exists tags jsonb not null default '{}'::jsonb;
