@@ -24,11 +24,11 @@ billed as (
 
 cost_and_usage as (
 
-    select * from {{ ref('stg_aws__cost_and_usage') }}
+    -- One granularity per day: int_ce_cost_and_usage_daily.
+    select * from {{ ref('int_ce_cost_and_usage_daily') }}
     where
         query_name = 'pipeline_tag_by_service'
         and metric = '{{ var("billing_cost_metric") }}'
-        and granularity in ('DAILY', 'HOURLY')
 
 ),
 
@@ -106,41 +106,26 @@ service_keys as (
 
 ),
 
-tag_periods as (
-
-    select
-        *,
-        cast(period_start at time zone 'UTC' as date) as day,  -- noqa: RF04
-        bool_or(granularity = 'DAILY') over (
-            partition by cast(period_start at time zone 'UTC' as date)
-        ) as day_has_daily
-
-    from cost_and_usage
-
-),
-
 tagged as (
 
     -- The pipeline tag's amounts, for services on the bill (an untagged resource
     -- arrives with a null tag_value and is part of the untagged rest).
     select
-        tag_periods.day,
-        tag_periods.service,
-        tag_periods.tag_value as pipeline_id,
-        sum(tag_periods.amount) as tagged_cost_usd
+        cost_and_usage.day,
+        cost_and_usage.service,
+        cost_and_usage.tag_value as pipeline_id,
+        sum(cost_and_usage.amount) as tagged_cost_usd
 
-    from tag_periods
+    from cost_and_usage
     inner join service_days
         on
-            tag_periods.day = service_days.day
-            and tag_periods.service = service_days.service
-    where
-        tag_periods.tag_value is not null
-        and (tag_periods.granularity = 'DAILY' or not tag_periods.day_has_daily)
+            cost_and_usage.day = service_days.day
+            and cost_and_usage.service = service_days.service
+    where cost_and_usage.tag_value is not null
     group by
-        tag_periods.day,
-        tag_periods.service,
-        tag_periods.tag_value
+        cost_and_usage.day,
+        cost_and_usage.service,
+        cost_and_usage.tag_value
 
 ),
 

@@ -2,7 +2,8 @@ with
 
 cost_and_usage as (
 
-    select * from {{ ref('stg_aws__cost_and_usage') }}
+    -- One granularity per day: int_ce_cost_and_usage_daily.
+    select * from {{ ref('int_ce_cost_and_usage_daily') }}
     where query_name = 'ai_services_by_usage_type'
 
 ),
@@ -19,47 +20,30 @@ usage_types as (
 
 ),
 
-dated as (
-
-    -- Staging holds the newest complete pull per period already (CE restates).
-    -- A day comes from DAILY results, or from HOURLY ones where no DAILY pull
-    -- covers it (SPANCOST_CE_HOURLY), never from both.
-    select
-        cost_and_usage.*,
-        cast(cost_and_usage.period_start at time zone 'UTC' as date) as day,  -- noqa: RF04
-        bool_or(cost_and_usage.granularity = 'DAILY') over (
-            partition by cast(cost_and_usage.period_start at time zone 'UTC' as date)
-        ) as day_has_daily
-
-    from cost_and_usage
-    where cost_and_usage.granularity in ('DAILY', 'HOURLY')
-
-),
-
 lines as (
 
     select
-        dated.day,
-        dated.service,
-        dated.usage_type,
-        sum(dated.amount) filter (
-            where dated.metric = '{{ var("billing_cost_metric") }}'
+        cost_and_usage.day,
+        cost_and_usage.service,
+        cost_and_usage.usage_type,
+        sum(cost_and_usage.amount) filter (
+            where cost_and_usage.metric = '{{ var("billing_cost_metric") }}'
         ) as billed_cost_usd,
-        sum(dated.amount) filter (where dated.metric = 'UsageQuantity') as usage_quantity,
-        max(dated.unit) filter (where dated.metric = 'UsageQuantity') as unit,
-        bool_or(dated.is_estimated) as is_estimated,
+        sum(cost_and_usage.amount) filter (
+            where cost_and_usage.metric = 'UsageQuantity'
+        ) as usage_quantity,
+        max(cost_and_usage.unit) filter (where cost_and_usage.metric = 'UsageQuantity') as unit,
+        bool_or(cost_and_usage.is_estimated) as is_estimated,
         max(pulls.finished_at) as pulled_at
 
-    from dated
+    from cost_and_usage
     inner join pulls
-        on dated.pull_id = pulls.pull_id
-    where
-        dated.service is not null
-        and (dated.granularity = 'DAILY' or not dated.day_has_daily)
+        on cost_and_usage.pull_id = pulls.pull_id
+    where cost_and_usage.service is not null
     group by
-        dated.day,
-        dated.service,
-        dated.usage_type
+        cost_and_usage.day,
+        cost_and_usage.service,
+        cost_and_usage.usage_type
 
 ),
 
