@@ -108,6 +108,25 @@ limit %(limit)s
 """
 
 
+ANOMALIES_SQL = """
+select period_start, grain, scope_type, scope_value, pipeline_id, observed_cost_usd,
+       baseline_cost_usd, ratio, severity
+from marts.fct_cost_anomalies
+where (%(start)s::timestamptz is null or period_start >= %(start)s)
+    and (%(end)s::timestamptz is null or period_start < %(end)s)
+order by period_start desc, observed_cost_usd desc
+limit %(limit)s
+"""
+
+BUDGETS_SQL = """
+select budget_id, scope_type, scope_value, period, period_start, limit_usd, spent_usd,
+       pct_used, status, forecast_usd
+from marts.rpt_budget_status
+order by pct_used desc nulls last, budget_id
+limit %(limit)s
+"""
+
+
 @dataclass(frozen=True)
 class View:
     """One way to cut the marts: what it sums, from where, and its columns."""
@@ -176,6 +195,43 @@ VIEWS: dict[str, View] = {
             "own_cost_usd",
             "avg_subtree_cost_usd",
             "max_subtree_cost_usd",
+        ),
+        total=None,
+    ),
+    "anomalies": View(
+        "Cost anomalies (against each scope's own 14 days)",
+        "marts.fct_cost_anomalies",
+        "period_start",
+        ANOMALIES_SQL,
+        (
+            "period_start",
+            "grain",
+            "scope_type",
+            "scope_value",
+            "pipeline_id",
+            "observed_cost_usd",
+            "baseline_cost_usd",
+            "ratio",
+            "severity",
+        ),
+        total=None,
+    ),
+    "budgets": View(
+        "Budgets (periods end with the newest hour of spans)",
+        "marts.rpt_budget_status",
+        "period_start",
+        BUDGETS_SQL,
+        (
+            "budget_id",
+            "scope_type",
+            "scope_value",
+            "period",
+            "period_start",
+            "limit_usd",
+            "spent_usd",
+            "pct_used",
+            "status",
+            "forecast_usd",
         ),
         total=None,
     ),

@@ -66,7 +66,11 @@ def test_the_overview_page_is_ours_and_names_every_mart(manifest: dict) -> None:
 
 def test_the_exposures_read_only_marts_and_every_mart(manifest: dict) -> None:
     exposures = list(manifest["exposures"].values())
-    assert {e["name"] for e in exposures} == {"pipeline_cost_dashboard", "aws_bill_dashboard"}
+    assert {e["name"] for e in exposures} == {
+        "pipeline_cost_dashboard",
+        "aws_bill_dashboard",
+        "cost_alerts_dashboard",
+    }
     upstream = {node for e in exposures for node in e["depends_on"]["nodes"]}
     names = {manifest["nodes"][node]["name"] for node in upstream}
     assert names == set(marts(manifest))
