@@ -11,6 +11,8 @@ import uuid
 from collections.abc import Sequence
 from datetime import UTC, datetime, timedelta
 
+import psycopg
+
 from spancost import db, settings
 from spancost.db import embedded
 from spancost.errors import ConfigError, SpancostError
@@ -73,8 +75,18 @@ def cmd_db(args: argparse.Namespace) -> int:
     elif args.action == "init":
         with db.connect(db.database_url()) as conn:
             db.apply_schema(conn)
-            db.create_bi_role(conn)
-        print(f"schema ready; read-only role {db.BI_ROLE} can read marts")
+            print("schema ready")
+            try:
+                db.create_bi_role(conn)
+            except psycopg.errors.InsufficientPrivilege as exc:
+                # The schema is in; only the BI role needs CREATEROLE.
+                print(
+                    f"could not create the read-only role {db.BI_ROLE} ({exc}); a user with"
+                    " CREATEROLE can run plugins/spancost/db/roles/bi_role.sql once",
+                    file=sys.stderr,
+                )
+                return 0
+        print(f"read-only role {db.BI_ROLE} can read marts")
     return 0
 
 
