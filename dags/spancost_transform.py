@@ -13,6 +13,12 @@ Astronomer Cosmos, one Airflow task per dbt model, seed and test.
 * **Profile:** built by Cosmos from the Airflow connection `spancost_postgres`.
 * **Output:** `marts.agg_pipeline_costs_hourly` and the other marts; their
   documentation is the dbt docs site (`dbt docs generate`).
+* **Alerts:** the last task, `alerts`, runs the same code as `spancost alerts`:
+  new anomalies (`marts.fct_cost_anomalies`, within `SPANCOST_ALERT_LOOKBACK_HOURS`,
+  48, of the newest data) and budget status rises (`marts.rpt_budget_status`) are
+  recorded once in `ops.alerts` and delivered once to the log and, when
+  `SPANCOST_ALERT_WEBHOOK_URL` is set, as one JSON POST each. A failed delivery
+  does not fail the run; the next run retries it.
 """
 
 from __future__ import annotations
@@ -21,7 +27,7 @@ import sys
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
-from airflow.sdk import Asset, Param
+from airflow.sdk import Asset, Param, task
 from cosmos import DbtDag, ExecutionConfig, ProfileConfig, ProjectConfig, RenderConfig
 from cosmos.constants import LoadMode, TestBehavior
 from cosmos.profiles import PostgresUserPasswordProfileMapping
@@ -68,3 +74,17 @@ spancost_transform = DbtDag(
         },
     },
 )
+
+with spancost_transform:
+
+    @task
+    def alerts() -> dict[str, object]:
+        """Record and deliver new anomalies and budget changes (spancost.alerts)."""
+        from spancost import airflow_adapter
+
+        return airflow_adapter.send_alerts()
+
+    tell = alerts()
+    for node in list(spancost_transform.tasks):
+        if node.task_id != tell.operator.task_id and not node.downstream_list:
+            node >> tell

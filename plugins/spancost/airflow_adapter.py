@@ -105,6 +105,16 @@ def ingest_spans(context: dict[str, Any]) -> dict[str, int]:
     return summary
 
 
+def send_alerts() -> dict[str, Any]:
+    """The alerts task of spancost_transform: what ``spancost alerts`` does."""
+    from spancost import alerts
+
+    result = alerts.run(database_url())
+    if any(result.failed.values()):
+        log.warning("spancost alerts: deliveries failed, retried next run: %s", result.summary())
+    return result.summary()
+
+
 def dbt_build(context: dict[str, Any]) -> None:
     """``dbt build`` over the run's window (the incremental models honour start/end vars)."""
     params = context.get("params") or {}

@@ -244,6 +244,14 @@ def cmd_transform(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_alerts(args: argparse.Namespace) -> int:
+    from spancost import alerts
+
+    result = alerts.run(db.database_url(), lookback_hours=args.lookback_hours)
+    print(f"alerts: {result.summary()}")
+    return 1 if any(result.failed.values()) else 0
+
+
 def cmd_docs(args: argparse.Namespace) -> int:
     dbt_build.run_dbt(db.database_url(), ["docs", "generate"])
     print(f"dbt docs: {dbt_build.project_dir() / 'target' / 'index.html'}")
@@ -337,6 +345,17 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--start", help="rebuild marts from this time (backfill)")
     p.add_argument("--end", help="rebuild marts up to this time (backfill)")
     p.set_defaults(func=cmd_transform)
+
+    p = sub.add_parser(
+        "alerts", help="record new anomalies and budget changes, and deliver them (log, webhook)"
+    )
+    p.add_argument(
+        "--lookback-hours",
+        type=int,
+        default=None,
+        help="send anomalies of this many hours before the newest data (default 48)",
+    )
+    p.set_defaults(func=cmd_alerts)
 
     p = sub.add_parser("docs", help="generate the dbt docs site (dbt/target/index.html)")
     p.set_defaults(func=cmd_docs)

@@ -54,6 +54,11 @@ def test_cosmos_transform_dag_builds_the_marts(
     dag = bag.get_dag("spancost_transform")
     run = dag.test()
     assert str(run.state) in ("success", "DagRunState.SUCCESS")
+    # The last task tells the alerts; it runs after every dbt node.
+    assert "alerts" in dag.task_ids
+    assert {t.task_id for t in dag.tasks if not t.downstream_list} == {"alerts"}
+    states = {ti.task_id: str(ti.state) for ti in run.get_task_instances()}
+    assert states["alerts"] in ("success", "TaskInstanceState.SUCCESS")
     with psycopg.connect(db_url) as conn:
         mart_total, mart_calls = conn.execute(
             "select sum(estimated_cost_usd), sum(calls) from marts.agg_pipeline_costs_hourly"

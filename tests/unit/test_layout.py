@@ -13,7 +13,13 @@ pytestmark = pytest.mark.unit
 PACKAGE = Path(__file__).resolve().parents[2] / "plugins" / "spancost"
 ENTRY_POINTS = {"spancost.cli", "spancost.pipeline", "spancost.airflow_adapter"}
 STAND_INS = ("spancost.local", "spancost.demo")
-PRODUCT_AREAS = ("spancost.spans", "spancost.billing", "spancost.validation", "spancost.transform")
+PRODUCT_AREAS = (
+    "spancost.spans",
+    "spancost.billing",
+    "spancost.validation",
+    "spancost.transform",
+    "spancost.alerts",
+)
 
 
 def module_name(path: Path) -> str:
@@ -42,7 +48,16 @@ def within(name: str, packages: tuple[str, ...] | set[str]) -> bool:
 
 def test_the_layout_is_by_area() -> None:
     subpackages = {path.parent.name for path in PACKAGE.glob("*/__init__.py")}
-    assert subpackages == {"spans", "billing", "validation", "transform", "db", "local", "demo"}
+    assert subpackages == {
+        "spans",
+        "billing",
+        "validation",
+        "transform",
+        "alerts",
+        "db",
+        "local",
+        "demo",
+    }
     top = {path.stem for path in PACKAGE.glob("*.py")} - {"__init__"}
     assert top == {"settings", "errors", "cli", "pipeline", "airflow_adapter"}
 

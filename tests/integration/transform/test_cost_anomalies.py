@@ -32,11 +32,11 @@ MODEL, INPUT = "claude-opus-4", 100_000
 CALL = cost(MODEL, uncached=INPUT, output=0)  # 1.50 USD: over anomaly_min_cost_usd
 
 
-def span(n: int, start: datetime, feature: str) -> dict:
+def span(n: int, start: datetime, feature: str, pipeline: str = "p1") -> dict:
     ns = int(start.timestamp()) * 10**9
     attributes = {
-        "pipeline.id": "p1",
-        "team": "t1",
+        "pipeline.id": pipeline,
+        "team": "support" if pipeline == "support-triage" else "t1",
         "feature": feature,
         "gen_ai.operation.name": "chat",
         "gen_ai.provider.name": "anthropic",
