@@ -176,17 +176,13 @@ def cmd_demo(args: argparse.Namespace) -> int:
     dbt_build.build(url, dbt_vars={"start_time": start.isoformat(), "end_time": end.isoformat()})
     print("dbt build: ok\n")
     for view in report.VIEWS:
-        if view == "budgets":
-            # A budget's period is its own (it ends with the newest hour of spans).
-            print(f"{report.VIEWS[view].title}:\n")
-            print(report.table(view, url, None, None, limit=10) + "\n")
-            continue
         if view == "idle":
             # The demo's endpoint exists from now on (moto creates it now): every day.
             print(f"{report.VIEWS[view].title}, every day:\n")
             print(report.table(view, url, None, None, limit=5) + "\n")
             continue
-        print(f"{report.VIEWS[view].title}, {start:%Y-%m-%d} (UTC):\n")
+        when = f", {start:%Y-%m-%d} (UTC)" if report.VIEWS[view].windowed else ""
+        print(f"{report.VIEWS[view].title}{when}:\n")
         print(report.table(view, url, start, end, limit=5) + "\n")
     return 0
 

@@ -138,6 +138,8 @@ class View:
     headers: tuple[str, ...]
     # The column the table ends with the total of; None for a top-N list.
     total: str | None = "estimated_cost_usd"
+    # False for a mart whose rows carry their own period (budgets): no window applies.
+    windowed: bool = True
 
 
 VIEWS: dict[str, View] = {
@@ -234,6 +236,7 @@ VIEWS: dict[str, View] = {
             "forecast_usd",
         ),
         total=None,
+        windowed=False,
     ),
     "bill": View(
         "The estimate against the AWS bill",
@@ -378,6 +381,8 @@ def table(
     trace and agent tables show the top `limit` rows, so they say so instead.
     """
     spec = VIEWS[view]
+    if not spec.windowed:
+        start = end = None
     rows = rows_of(view, url, start, end, limit)
     heading = f"summed over {window_text(start, end, spec.mart, spec.time_column)}\n\n"
     body = format_table(spec.headers, rows)

@@ -18,7 +18,7 @@ import psycopg
 import pytest
 
 from spancost import alerts
-from spancost.transform import dbt_build
+from spancost.transform import dbt_build, report
 from tests.integration.transform import test_cost_anomalies as scenario
 from tests.integration.transform.test_llm_marts import ingest
 
@@ -69,6 +69,12 @@ def test_alerts_are_delivered_once_and_a_failed_delivery_is_retried(s3, db_url: 
             scenario.put(s3, spans, scenario.START + timedelta(days=day), day)
         ingest(s3, db_url, scenario.START, scenario.START + timedelta(days=scenario.DAYS), "a")
         dbt_build.build(db_url)
+
+        # A budget carries its own period: the report applies no window to it, and
+        # its heading does not claim one.
+        table = report.table("budgets", db_url, scenario.START, scenario.START + timedelta(days=1))
+        assert table.startswith("summed over every row in marts.rpt_budget_status")
+        assert "support-triage-daily" in table and "breach" in table
 
         # Run 1: the budget breach is recorded; the webhook fails, the log has it.
         first = alerts.run(db_url, webhook_url=receiver.url)
