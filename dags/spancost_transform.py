@@ -16,8 +16,9 @@ Astronomer Cosmos, one Airflow task per dbt model, seed and test.
 * **Alerts:** the last task, `alerts`, runs the same code as `spancost alerts`:
   new anomalies (`marts.fct_cost_anomalies`, within `SPANCOST_ALERT_LOOKBACK_HOURS`,
   48, of the newest data) and budget status rises (`marts.rpt_budget_status`) are
-  recorded once in `ops.alerts` and delivered once to the log and, when
-  `SPANCOST_ALERT_WEBHOOK_URL` is set, as one JSON POST each. A failed delivery
+  recorded once in `ops.alerts` and delivered once to the log; when
+  `SPANCOST_ALERT_WEBHOOK_URL` is set, as one JSON POST each; and to Slack when
+  the connection `spancost_slack` (type `slackwebhook`) exists. A failed delivery
   does not fail the run; the next run retries it.
 """
 

@@ -343,7 +343,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_transform)
 
     p = sub.add_parser(
-        "alerts", help="record new anomalies and budget changes, and deliver them (log, webhook)"
+        "alerts", help="record new anomalies and budget changes; deliver them (log, webhook, Slack)"
     )
     p.add_argument(
         "--lookback-hours",

@@ -12,7 +12,12 @@
    row at a time, each in its own transaction with the row locked (``skip locked``:
    two concurrent runs never send the same row). A failed delivery counts an
    attempt and keeps its error; the next run tries again. Channels: the log
-   (always) and one JSON POST per alert to ``SPANCOST_ALERT_WEBHOOK_URL`` when set.
+   (always); one JSON POST per alert to ``SPANCOST_ALERT_WEBHOOK_URL`` when set;
+   and Slack, through the Slack provider's ``SlackWebhookNotifier``, when the
+   Airflow connection ``spancost_slack`` (``SPANCOST_ALERT_SLACK_CONN_ID``) exists:
+   in the metadata database, a secrets backend or an ``AIRFLOW_CONN_SPANCOST_SLACK``
+   variable. Outside a task only the last two are seen; no metadata database is
+   needed.
 
 Delivery is at least once per channel: a process killed after the receiver
 answered and before the row was marked delivered sends it again on the next run.
@@ -39,6 +44,8 @@ from spancost import db
 log = logging.getLogger(__name__)
 
 DEFAULT_LOOKBACK_HOURS = 48
+DEFAULT_SLACK_CONN_ID = "spancost_slack"
+CHANNELS = ("log", "webhook", "slack")
 RANK = {"ok": 0, "warn": 1, "breach": 2}
 
 # Anomalies, with the three costliest traces of the scope in the period.
@@ -230,25 +237,101 @@ def post_webhook(url: str, body: bytes, timeout: float = 10.0) -> None:
             raise urllib.error.HTTPError(url, response.status, "not 2xx", response.headers, None)
 
 
-def _pending(conn: psycopg.Connection[Any], channel: str) -> list[str]:
+def _pending(conn: psycopg.Connection[Any], channel: str, lookback_hours: int) -> list[str]:
+    """What a channel still owes, oldest first.
+
+    The log owes every sendable alert. Another channel owes a failed delivery however
+    old, and whatever was recorded within the lookback: so a channel configured later
+    is not flooded with every alert the log was told months before.
+    """
+    owed = (
+        "true"
+        if channel == "log"
+        else f"{channel}_attempts > 0 or created_at >= now() - make_interval(hours => %s)"
+    )
     return [
         key
         for (key,) in conn.execute(
             f"select alert_key from ops.alerts where sendable and {channel}_delivered_at is null"
-            " order by created_at, alert_key"
+            f" and ({owed}) order by created_at, alert_key",
+            () if channel == "log" else (lookback_hours,),
         ).fetchall()
     ]
 
 
+def slack_connection_exists(conn_id: str) -> bool:
+    """Whether Airflow knows the Slack webhook connection ``conn_id`` (imports Airflow)."""
+    from airflow.sdk import BaseHook
+    from airflow.sdk.exceptions import AirflowNotFoundException
+
+    try:
+        BaseHook.get_connection(conn_id)
+    except AirflowNotFoundException:
+        return False
+    return True
+
+
+def slack_blocks(payload: dict[str, Any]) -> list[dict[str, Any]]:
+    """A Block Kit message: the headline, the figures, and the traces to look at."""
+    if payload["kind"] == "budget":
+        title = f"Budget {payload['budget_id']}: {payload['status']}"
+    else:
+        title = (
+            f"{str(payload['severity']).capitalize()} cost anomaly:"
+            f" {payload['scope_type']} {payload['scope_value']}"
+        )
+    blocks: list[dict[str, Any]] = [
+        {"type": "header", "text": {"type": "plain_text", "text": title[:150]}},
+        {"type": "section", "text": {"type": "mrkdwn", "text": message(payload)[:3000]}},
+    ]
+    traces = payload.get("top_traces") or []
+    if traces:
+        lines = [
+            f"`{t['trace_id']}` {t.get('root_span_name') or ''} ${_usd(t['estimated_cost_usd'])}"
+            for t in traces
+        ]
+        blocks.append(
+            {"type": "context", "elements": [{"type": "mrkdwn", "text": "\n".join(lines)}]}
+        )
+    return blocks
+
+
+def send_slack(conn_id: str, key: str, payload: dict[str, Any]) -> None:
+    """One message through the Slack provider's webhook notifier; raises when not sent."""
+    from airflow.providers.slack.notifications.slack_webhook import SlackWebhookNotifier
+
+    notifier = SlackWebhookNotifier(
+        slack_webhook_conn_id=conn_id,
+        text=f"{message(payload)} [{key}]",
+        blocks=slack_blocks(payload),
+        timeout=10,
+    )
+    # notify(), not the notifier's __call__: the text is ours, never a Jinja template.
+    notifier.notify({})  # type: ignore[no-untyped-call]
+
+
+def _log_line(key: str, payload: dict[str, Any]) -> None:
+    log.warning("spancost alert %s: %s", key, message(payload))
+
+
 def deliver(
-    conn: psycopg.Connection[Any], webhook_url: str | None
+    conn: psycopg.Connection[Any],
+    webhook_url: str | None,
+    slack_conn_id: str | None = None,
+    lookback_hours: int = DEFAULT_LOOKBACK_HOURS,
 ) -> tuple[dict[str, int], dict[str, int]]:
     """Send what each channel has not delivered yet; returns (delivered, failed) per channel."""
-    delivered = {"log": 0, "webhook": 0}
-    failed = {"log": 0, "webhook": 0}
-    channels = ["log"] + (["webhook"] if webhook_url else [])
-    for channel in channels:
-        for key in _pending(conn, channel):
+    senders: dict[str, Any] = {"log": lambda key, kind, payload: _log_line(key, payload)}
+    if webhook_url:
+        senders["webhook"] = lambda key, kind, payload: post_webhook(
+            webhook_url, _webhook_body(key, kind, payload)
+        )
+    if slack_conn_id:
+        senders["slack"] = lambda key, kind, payload: send_slack(slack_conn_id, key, payload)
+    delivered = dict.fromkeys(CHANNELS, 0)
+    failed = dict.fromkeys(CHANNELS, 0)
+    for channel, send in senders.items():
+        for key in _pending(conn, channel, lookback_hours):
             with conn.transaction():
                 row = conn.execute(
                     f"select kind, payload from ops.alerts where alert_key = %s"
@@ -259,7 +342,7 @@ def deliver(
                     continue  # another run has it, or sent it
                 kind, payload = row
                 if channel == "log":
-                    log.warning("spancost alert %s: %s", key, message(payload))
+                    send(key, kind, payload)
                     conn.execute(
                         "update ops.alerts set log_delivered_at = now() where alert_key = %s",
                         (key,),
@@ -267,19 +350,19 @@ def deliver(
                     delivered[channel] += 1
                     continue
                 try:
-                    post_webhook(str(webhook_url), _webhook_body(key, kind, payload))
-                except (urllib.error.URLError, OSError, ValueError) as exc:
+                    send(key, kind, payload)
+                except Exception as exc:  # noqa: BLE001 - any failure is retried next run
                     failed[channel] += 1
                     conn.execute(
-                        "update ops.alerts set webhook_attempts = webhook_attempts + 1,"
-                        " webhook_last_error = %s where alert_key = %s",
+                        f"update ops.alerts set {channel}_attempts = {channel}_attempts + 1,"
+                        f" {channel}_last_error = %s where alert_key = %s",
                         (f"{type(exc).__name__}: {exc}"[:500], key),
                     )
-                    log.warning("spancost alert %s: webhook delivery failed: %s", key, exc)
+                    log.warning("spancost alert %s: %s delivery failed: %s", key, channel, exc)
                     continue
                 conn.execute(
-                    "update ops.alerts set webhook_delivered_at = now(),"
-                    " webhook_attempts = webhook_attempts + 1, webhook_last_error = null"
+                    f"update ops.alerts set {channel}_delivered_at = now(),"
+                    f" {channel}_attempts = {channel}_attempts + 1, {channel}_last_error = null"
                     " where alert_key = %s",
                     (key,),
                 )
@@ -290,13 +373,23 @@ def deliver(
 def run(
     url: str, *, lookback_hours: int | None = None, webhook_url: str | None = None
 ) -> RunResult:
-    """Record, then deliver. The webhook is ``SPANCOST_ALERT_WEBHOOK_URL`` unless given."""
+    """Record, then deliver.
+
+    The webhook is ``SPANCOST_ALERT_WEBHOOK_URL`` unless given; Slack is used when the
+    connection named by ``SPANCOST_ALERT_SLACK_CONN_ID`` (default ``spancost_slack``)
+    exists; an empty ``SPANCOST_ALERT_SLACK_CONN_ID`` turns Slack off.
+    """
     hours = lookback_hours or int(
         os.environ.get("SPANCOST_ALERT_LOOKBACK_HOURS", DEFAULT_LOOKBACK_HOURS)
     )
     webhook = webhook_url or os.environ.get("SPANCOST_ALERT_WEBHOOK_URL") or None
+    slack = os.environ.get("SPANCOST_ALERT_SLACK_CONN_ID", DEFAULT_SLACK_CONN_ID).strip()
     with db.connect(url) as conn:
         db.apply_schema(conn)
         recorded = record(conn, hours)
-        delivered, failed = deliver(conn, webhook)
+        pending_slack = bool(slack) and bool(_pending(conn, "slack", hours))
+        # Airflow is imported only when there is something Slack has not been told.
+        if pending_slack and not slack_connection_exists(slack):
+            pending_slack = False
+        delivered, failed = deliver(conn, webhook, slack if pending_slack else None, hours)
     return RunResult(recorded, delivered, failed)
