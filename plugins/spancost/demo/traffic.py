@@ -21,7 +21,10 @@ What the traffic holds, on purpose, because spancost must handle it:
   and writes, output tokens include reasoning);
 - message content attributes, which must never reach the database;
 - LLM calls that fail (``429`` or ``timeout``, no usage) and are retried as a
-  sibling, and a few traces whose root ends in an error.
+  sibling, and a few traces whose root ends in an error;
+- on request (:class:`RetryLoop`), an incident: for an hour, one feature's agent
+  keeps calling a tool that fails and asks its model again each time, so that
+  feature's cost several times over, the way a runaway agent loop looks.
 """
 
 from __future__ import annotations
@@ -271,6 +274,30 @@ PIPELINES: tuple[Pipeline, ...] = (
 )
 
 
+@dataclass(frozen=True)
+class RetryLoop:
+    """An incident: traces of ``feature`` starting in [start, start + duration) loop.
+
+    Each such trace's agent, before its final answer, calls its last tool ``turns``
+    more times; the tool fails every time (``error.type`` ``ToolExecutionError``) and
+    the agent asks the model again with a longer context. Only agents with tools loop.
+    """
+
+    pipeline_id: str
+    feature: str
+    start: datetime
+    duration: timedelta = timedelta(hours=1)
+    turns: int = 6
+
+    def covers(self, pipeline_id: str, feature: str, root_start_ns: int) -> bool:
+        low = _ns(self.start)
+        high = low + int(self.duration.total_seconds()) * NS
+        return (pipeline_id, feature) == (
+            self.pipeline_id,
+            self.feature,
+        ) and low <= root_start_ns < high
+
+
 # --- SDK plumbing ----------------------------------------------------------------------
 
 
@@ -387,8 +414,10 @@ class _Trace:
         environment: str,
         user: str,
         start_ns: int,
+        loop_turns: int = 0,
     ) -> None:
         self.rng = rng
+        self.loop_turns = loop_turns
         self.tracers = tracers
         self.pipeline = pipeline
         self.user = user
@@ -527,7 +556,7 @@ class _Trace:
         span.end(end_time=self.now)
         self.successful_calls += 1
 
-    def _tool(self, parent: Context, tool: str) -> None:
+    def _tool(self, parent: Context, tool: str, fails: bool = False) -> None:
         start = self._advance(2, 20)
         attributes: dict[str, Any] = {
             "gen_ai.operation.name": "execute_tool",
@@ -539,6 +568,9 @@ class _Trace:
             f"execute_tool {tool}", parent, SpanKind.INTERNAL, attributes, start_time=start
         )
         self._advance(30, 2500)
+        if fails:  # the agent is looping: the tool fails, the agent asks again
+            span.set_attribute("error.type", "ToolExecutionError")
+            span.set_status(Status(StatusCode.ERROR, f"{tool} failed: invalid arguments"))
         failing = self.abort_after is not None and self.successful_calls >= self.abort_after
         if failing:
             span.set_attribute("error.type", "ToolExecutionError")
@@ -550,6 +582,11 @@ class _Trace:
     def _role_calls(self, parent: Context, role: Role, model: Model) -> None:
         calls = self.rng.randint(*role.calls)
         for turn in range(calls):
+            if turn == calls - 1 and role.tools:
+                for loop in range(self.loop_turns):  # a runaway loop before the answer
+                    self._call(parent, role, model, turn + loop, then_tool=True)
+                    self._tool(parent, role.tools[-1], fails=True)
+                turn += self.loop_turns
             then_tool = bool(role.tools) and turn < calls - 1
             self._call(parent, role, model, turn, then_tool)
             if then_tool:
@@ -636,9 +673,18 @@ def _user(rng: random.Random) -> str:
 
 
 def generate_spans(
-    start: datetime, end: datetime, *, seed: int = 7, traces_per_hour: int = 40
+    start: datetime,
+    end: datetime,
+    *,
+    seed: int = 7,
+    traces_per_hour: int = 40,
+    retry_loops: Sequence[RetryLoop] = (),
 ) -> list[ReadableSpan]:
-    """Finished spans of the traces whose root starts in [start, end), in end order."""
+    """Finished spans of the traces whose root starts in [start, end), in end order.
+
+    ``retry_loops`` change only the traces they cover; every other trace is the same
+    with or without them.
+    """
     start_ns, end_ns = _ns(start), _ns(end)
     if end_ns <= start_ns:
         raise DemoError(
@@ -692,15 +738,27 @@ def generate_spans(
             environment = "staging" if rng.random() < pipeline.staging_share else "prod"
             user = _user(rng)
             context = Context()
+            feature = rng.choice(pipeline.features)
             for key, value in (
                 ("pipeline.id", pipeline.pipeline_id),
                 ("team", pipeline.team),
-                ("feature", rng.choice(pipeline.features)),
+                ("feature", feature),
                 ("user.id", user),
             ):
                 context = baggage.set_baggage(key, value, context)
+            loop_turns = sum(
+                loop.turns
+                for loop in retry_loops
+                if loop.covers(pipeline.pipeline_id, feature, root_start)
+            )
             _Trace(
-                rng, tracers_for(pipeline, environment), pipeline, environment, user, root_start
+                rng,
+                tracers_for(pipeline, environment),
+                pipeline,
+                environment,
+                user,
+                root_start,
+                loop_turns,
             ).run(context)
             traces += 1
     spans = list(exporter.get_finished_spans())

@@ -21,6 +21,7 @@ from spancost.demo.otlp_export import ExportEncodingError, encode_export_request
 from spancost.demo.traffic import (
     DemoError,
     DemoObject,
+    RetryLoop,
     build_objects,
     generate_spans,
     upload_objects,
@@ -295,6 +296,61 @@ def test_a_window_holds_the_same_traces_as_a_longer_window(spans: list[ReadableS
         if span.parent is None
     }
     assert expected and got == expected
+
+
+def test_a_retry_loop_multiplies_one_features_cost_for_one_hour_and_changes_nothing_else() -> None:
+    start = datetime(2025, 3, 7, 14, 0, tzinfo=UTC)
+    end = start + timedelta(hours=2)
+    loop = RetryLoop("sql-copilot", "nl-to-sql", start, turns=4)
+    steady = generate_spans(start, end, seed=3, traces_per_hour=40)
+    looping = generate_spans(start, end, seed=3, traces_per_hour=40, retry_loops=[loop])
+
+    def by_trace(spans: list[ReadableSpan]) -> dict[int, list[ReadableSpan]]:
+        traces: dict[int, list[ReadableSpan]] = defaultdict(list)
+        for span in spans:
+            traces[span.context.trace_id].append(span)
+        return traces
+
+    def covered(spans: list[ReadableSpan]) -> bool:
+        [root] = [span for span in spans if span.parent is None]
+        attributes = root.attributes or {}
+        return (
+            attributes.get("pipeline.id") == "sql-copilot"
+            and attributes.get("feature") == "nl-to-sql"
+            and root.start_time is not None
+            and root.start_time < int((start + timedelta(hours=1)).timestamp()) * 10**9
+        )
+
+    before, after = by_trace(steady), by_trace(looping)
+    assert before.keys() == after.keys()
+    looped = [trace_id for trace_id, spans in after.items() if covered(spans)]
+    assert looped
+    for trace_id, spans in after.items():
+        if trace_id not in looped:
+            assert [s.to_json() for s in spans] == [s.to_json() for s in before[trace_id]]
+            continue
+        failed_tools = [
+            s
+            for s in spans
+            if (s.attributes or {}).get("gen_ai.operation.name") == "execute_tool"
+            and (s.attributes or {}).get("error.type") == "ToolExecutionError"
+        ]
+        calls = [s for s in spans if "gen_ai.usage.input_tokens" in (s.attributes or {})]
+        steady_calls = [
+            s for s in before[trace_id] if "gen_ai.usage.input_tokens" in (s.attributes or {})
+        ]
+        assert len(failed_tools) >= 4  # one failed tool per loop turn
+        assert len(calls) == len(steady_calls) + 4
+    # The looping traces ask the model for at least twice the input tokens.
+    tokens = [
+        sum(
+            int((s.attributes or {}).get("gen_ai.usage.input_tokens", 0))
+            for trace_id in looped
+            for s in traces[trace_id]
+        )
+        for traces in (before, after)
+    ]
+    assert tokens[1] >= 2 * tokens[0]
 
 
 def test_bad_windows_are_refused() -> None:
