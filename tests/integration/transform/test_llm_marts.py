@@ -142,9 +142,26 @@ def test_trace_and_agent_rollups_errors_retries_and_latency(s3, db_url: str) -> 
             400,
             **{"gen_ai.response.time_to_first_chunk": 0.42},
         ),
-        # a chat span naming an agent is no agent of its own
-        call("4" * 16, worker_b, 31_000, "gpt-5.4", 2000, 300, **{"gen_ai.agent.name": "writer"}),
-        call("5" * 16, worker_b, 33_000, "claude-haiku-4.5", 5000, 500),
+        # a chat span naming an agent is no agent of its own; a first send is no retry
+        call(
+            "4" * 16,
+            worker_b,
+            31_000,
+            "gpt-5.4",
+            2000,
+            300,
+            **{"gen_ai.agent.name": "writer", "http.request.resend_count": 0},
+        ),
+        # the HTTP conventions' resend ordinal: the client sent this request again
+        call(
+            "5" * 16,
+            worker_b,
+            33_000,
+            "claude-haiku-4.5",
+            5000,
+            500,
+            **{"http.request.resend_count": 1},
+        ),
     ]
     put(s3, 1, [{"scope": {"name": "app"}, "spans": spans}], 400000001)
     ingest(s3, db_url, T0, T0 + timedelta(minutes=15), "rollups")
@@ -152,9 +169,8 @@ def test_trace_and_agent_rollups_errors_retries_and_latency(s3, db_url: str) -> 
 
     own_sup = cost("gpt-5.4", uncached=1000, output=100)
     retry = cost("gpt-5.4-mini", uncached=4000, output=400)
-    own_b = cost("gpt-5.4", uncached=2000, output=300) + cost(
-        "claude-haiku-4.5", uncached=5000, output=500
-    )
+    resent = cost("claude-haiku-4.5", uncached=5000, output=500)
+    own_b = cost("gpt-5.4", uncached=2000, output=300) + resent
     total = own_sup + retry + own_b
     with psycopg.connect(db_url) as conn:
         agents = {
@@ -196,18 +212,19 @@ def test_trace_and_agent_rollups_errors_retries_and_latency(s3, db_url: str) -> 
         "f1",
         5,
         1,
-        1,
+        2,
         0,
         total,
         Decimal(0),
-        retry,
+        retry + resent,
         Decimal(60_000),
     )
     assert calls["2" * 16][:3] == (True, False, Decimal(0))
     assert calls["3" * 16] == (False, True, retry, Decimal("420.00"), "researcher")
-    assert calls["4" * 16][4] == "writer"
+    assert calls["4" * 16][4] == "writer" and calls["4" * 16][1] is False
+    assert calls["5" * 16][:3] == (False, True, resent)
     assert calls["1" * 16][4] == "supervisor"
-    assert daily == (5, total, 1, retry)
+    assert daily == (5, total, 1, retry + resent)
 
     # `spancost report` prints each mart's cut of the same day, with its window.
     day = (T0.replace(hour=0), T0.replace(hour=0) + timedelta(days=1))

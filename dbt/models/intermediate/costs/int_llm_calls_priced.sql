@@ -71,7 +71,13 @@ llm_spans as (
         reasoning_tokens,
         reported_cost_usd,
         has_usage,
-        {{ spancost_ttft_ms('attributes', 'start_time') }} as reported_ttft_ms
+        {{ spancost_ttft_ms('attributes', 'start_time') }} as reported_ttft_ms,
+        -- The HTTP semantic conventions' resend ordinal: > 0 when this request was
+        -- sent again (a client-side retry the GenAI layer may not show as a failure).
+        case
+            when attributes ->> 'http.request.resend_count' ~ '^\s*[0-9]{1,9}\s*$'
+                then cast(attributes ->> 'http.request.resend_count' as integer)
+        end as resend_count
 
     from spans
     -- A span with usage is a call. A failed call carries no usage and still counts
@@ -139,6 +145,7 @@ llm_calls as (
         llm_spans.agent_name,
         llm_spans.has_usage,
         case when llm_spans.reported_ttft_ms >= 0 then llm_spans.reported_ttft_ms end as ttft_ms,
+        llm_spans.resend_count,
         llm_spans.provider,
         llm_spans.model,
         llm_spans.request_model,
@@ -481,6 +488,7 @@ final as (
         service_tier,
         duration_ms,
         ttft_ms,
+        resend_count,
         agent_name,
         provider,
         model,

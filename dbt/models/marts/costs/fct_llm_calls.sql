@@ -42,7 +42,7 @@ calls as (
 sequenced as (
 
     -- A retry follows a failed call in the same trace, under the same parent,
-    -- to the same model.
+    -- to the same model, or says it was sent again (http.request.resend_count).
     select
         *,
         coalesce(
@@ -51,7 +51,8 @@ sequenced as (
                 order by start_time, span_id
             ),
             false
-        ) as is_retry
+        )
+        or coalesce(resend_count > 0, false) as is_retry
 
     from calls
 
@@ -68,6 +69,7 @@ final as (
         end_time,
         cast(duration_ms as numeric) as duration_ms,
         cast(ttft_ms as numeric) as ttft_ms,
+        resend_count,
         span_name,
         operation,
         scope_name,
