@@ -120,7 +120,7 @@ limit %(limit)s
 
 BUDGETS_SQL = """
 select budget_id, scope_type, scope_value, period, period_start, limit_usd, spent_usd,
-       pct_used, status, forecast_usd
+       pct_used, status, forecast_usd, billed_through
 from marts.rpt_budget_status
 order by pct_used desc nulls last, budget_id
 limit %(limit)s
@@ -234,6 +234,7 @@ VIEWS: dict[str, View] = {
             "pct_used",
             "status",
             "forecast_usd",
+            "billed_through",
         ),
         total=None,
         windowed=False,
