@@ -187,11 +187,14 @@ def message(payload: dict[str, Any]) -> str:
         f"{t['trace_id']} (${_usd(t['estimated_cost_usd'])})"
         for t in payload.get("top_traces") or []
     )
+    where = f"pipeline {payload['pipeline_id']}"
+    if payload["scope_type"] != "pipeline":
+        where = f"{payload['scope_type']} {payload['scope_value']} of {where}"
     return (
-        f"{str(payload['severity']).upper()} cost anomaly: {payload['scope_type']}"
-        f" {payload['scope_value']} of pipeline {payload['pipeline_id']} cost"
+        f"{str(payload['severity']).upper()} cost anomaly: {where} cost"
         f" ${_usd(payload['observed_cost_usd'])} in the {payload['grain']} from"
-        f" {payload['period_start']}, {payload['ratio']}x its 14-day baseline of"
+        f" {payload['period_start']}, {payload['ratio']}x its baseline (the median of"
+        f" the trailing 14 days) of"
         f" ${_usd(payload['baseline_cost_usd'])} (threshold {payload['threshold']}x)."
         + (f" Top traces: {traces}." if traces else "")
     )
