@@ -22,6 +22,8 @@ REPO = Path(__file__).resolve().parents[1]
 SHARED_REALWORLD = REPO.parent / "shared" / "realworld"
 
 os.environ.setdefault("SPANCOST_HOME", str(REPO / ".spancost"))
+# Speed over durability for the suite's private Postgres (when this starts it).
+os.environ.setdefault("SPANCOST_PG_FSYNC", "off")
 # Airflow reads its configuration at import time: point it at a private home first.
 os.environ.setdefault("AIRFLOW_HOME", str(Path(os.environ["SPANCOST_HOME"]) / "test-airflow"))
 os.environ.setdefault("AIRFLOW__CORE__LOAD_EXAMPLES", "False")

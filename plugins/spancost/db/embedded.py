@@ -209,6 +209,23 @@ def init(pg: LocalPostgres) -> None:
     pwfile.unlink()
 
 
+def durability_options(env: dict[str, str] | None = None) -> str:
+    """Server options for ``SPANCOST_PG_FSYNC``: ``on`` (the default) or ``off``.
+
+    On, every commit (a span object with its manifest row, say) is on disk when it
+    returns: a power cut loses nothing that was acknowledged. Off trades that for
+    speed (fsync and synchronous_commit off); the test suite uses it. A crash with
+    it off can corrupt the private server's data, which ``make clean`` rebuilds.
+    """
+    value = (env if env is not None else os.environ).get("SPANCOST_PG_FSYNC", "on")
+    value = value.strip().lower()
+    if value in ("on", "1", "true", "yes"):
+        return "-c fsync=on -c synchronous_commit=on"
+    if value in ("off", "0", "false", "no"):
+        return "-c fsync=off -c synchronous_commit=off"
+    raise InfrastructureError(f"SPANCOST_PG_FSYNC must be on or off, got {value!r}")
+
+
 def start(pg: LocalPostgres, timeout_s: float = 60.0) -> str:
     """Start the server if needed, create the database, and return its URL."""
     init(pg)
@@ -223,7 +240,7 @@ def start(pg: LocalPostgres, timeout_s: float = 60.0) -> str:
             log_path = pg.log_file
         options = (
             f"-c listen_addresses=127.0.0.1 -p {port} -c unix_socket_directories='' "
-            "-c fsync=off -c synchronous_commit=off -c max_connections=100"
+            f"{durability_options()} -c max_connections=100"
         )
         log.info("starting local Postgres on 127.0.0.1:%s (data %s)", port, pg.data)
         _run(
