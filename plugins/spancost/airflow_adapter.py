@@ -8,6 +8,7 @@ from __future__ import annotations
 import logging
 import os
 import uuid
+from collections.abc import Callable
 from dataclasses import replace
 from datetime import datetime, timedelta
 from typing import Any
@@ -105,11 +106,50 @@ def ingest_spans(context: dict[str, Any]) -> dict[str, int]:
     return summary
 
 
+SLACK_CONN_ID = "spancost_slack"
+
+
+def slack_sender() -> Callable[[str, str, dict[str, Any]], None] | None:
+    """Alerts to Slack through the Slack provider's webhook notifier, or None.
+
+    The connection is ``SPANCOST_ALERT_SLACK_CONN_ID`` (default ``spancost_slack``,
+    type ``slackwebhook``; empty turns Slack off). It is looked up the way Airflow
+    does: in a task, the metadata database too; elsewhere, ``AIRFLOW_CONN_*``
+    variables and secrets backends, so no metadata database is needed.
+    """
+    from airflow.sdk import BaseHook
+    from airflow.sdk.exceptions import AirflowNotFoundException
+
+    from spancost import alerts
+
+    conn_id = os.environ.get("SPANCOST_ALERT_SLACK_CONN_ID", SLACK_CONN_ID).strip()
+    if not conn_id:
+        return None
+    try:
+        BaseHook.get_connection(conn_id)
+    except AirflowNotFoundException:
+        return None
+
+    def send(key: str, kind: str, payload: dict[str, Any]) -> None:
+        from airflow.providers.slack.notifications.slack_webhook import SlackWebhookNotifier
+
+        notifier = SlackWebhookNotifier(
+            slack_webhook_conn_id=conn_id,
+            text=f"{alerts.message(payload)} [{key}]",
+            blocks=alerts.slack_blocks(payload),
+            timeout=10,
+        )
+        # notify(), not the notifier's __call__: the text is ours, never a Jinja template.
+        notifier.notify({})  # type: ignore[no-untyped-call]
+
+    return send
+
+
 def send_alerts() -> dict[str, Any]:
     """The alerts task of spancost_transform: what ``spancost alerts`` does."""
     from spancost import alerts
 
-    result = alerts.run(database_url())
+    result = alerts.run(database_url(), slack=slack_sender)
     if any(result.failed.values()):
         log.warning("spancost alerts: deliveries failed, retried next run: %s", result.summary())
     return result.summary()

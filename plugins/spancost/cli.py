@@ -219,7 +219,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
         when = f", {start:%Y-%m-%d} (UTC)" if report.VIEWS[view].windowed else ""
         print(f"{report.VIEWS[view].title}{when}:\n")
         print(report.table(view, url, start, end, limit=5) + "\n")
-    result = alerts.run(url)
+    result = alerts.run(url)  # the demo tells the log only
     print(f"alerts (what `spancost alerts` would tell, here to the log): {result.summary()}")
     return 0
 
@@ -279,8 +279,9 @@ def cmd_transform(args: argparse.Namespace) -> int:
 
 def cmd_alerts(args: argparse.Namespace) -> int:
     from spancost import alerts
+    from spancost.airflow_adapter import slack_sender
 
-    result = alerts.run(db.database_url(), lookback_hours=args.lookback_hours)
+    result = alerts.run(db.database_url(), lookback_hours=args.lookback_hours, slack=slack_sender)
     print(f"alerts: {result.summary()}")
     return 1 if any(result.failed.values()) else 0
 

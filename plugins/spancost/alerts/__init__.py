@@ -13,11 +13,9 @@
    two concurrent runs never send the same row). A failed delivery counts an
    attempt and keeps its error; the next run tries again. Channels: the log
    (always); one JSON POST per alert to ``SPANCOST_ALERT_WEBHOOK_URL`` when set;
-   and Slack, through the Slack provider's ``SlackWebhookNotifier``, when the
-   Airflow connection ``spancost_slack`` (``SPANCOST_ALERT_SLACK_CONN_ID``) exists:
-   in the metadata database, a secrets backend or an ``AIRFLOW_CONN_SPANCOST_SLACK``
-   variable. Outside a task only the last two are seen; no metadata database is
-   needed.
+   and Slack, through a sender the caller hands in (``airflow_adapter.slack_sender``:
+   the Slack provider's ``SlackWebhookNotifier`` on the Airflow connection
+   ``spancost_slack``, when it exists). This module never imports Airflow.
 
 Delivery is at least once per channel: a process killed after the receiver
 answered and before the row was marked delivered sends it again on the next run.
@@ -31,6 +29,7 @@ import logging
 import os
 import urllib.error
 import urllib.request
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime
 from decimal import Decimal
@@ -44,7 +43,6 @@ from spancost import db
 log = logging.getLogger(__name__)
 
 DEFAULT_LOOKBACK_HOURS = 48
-DEFAULT_SLACK_CONN_ID = "spancost_slack"
 CHANNELS = ("log", "webhook", "slack")
 RANK = {"ok": 0, "warn": 1, "breach": 2}
 
@@ -99,6 +97,10 @@ select budget_id, scope_type, scope_value, period, period_start, period_end, lim
 from marts.rpt_budget_status
 order by budget_id
 """
+
+
+# A channel's delivery of one alert: (alert_key, kind, payload); raises when not sent.
+Sender = Callable[[str, str, dict[str, Any]], None]
 
 
 @dataclass(frozen=True)
@@ -262,18 +264,6 @@ def _pending(conn: psycopg.Connection[Any], channel: str, lookback_hours: int) -
     ]
 
 
-def slack_connection_exists(conn_id: str) -> bool:
-    """Whether Airflow knows the Slack webhook connection ``conn_id`` (imports Airflow)."""
-    from airflow.sdk import BaseHook
-    from airflow.sdk.exceptions import AirflowNotFoundException
-
-    try:
-        BaseHook.get_connection(conn_id)
-    except AirflowNotFoundException:
-        return False
-    return True
-
-
 def slack_blocks(payload: dict[str, Any]) -> list[dict[str, Any]]:
     """A Block Kit message: the headline, the figures, and the traces to look at."""
     if payload["kind"] == "budget":
@@ -299,20 +289,6 @@ def slack_blocks(payload: dict[str, Any]) -> list[dict[str, Any]]:
     return blocks
 
 
-def send_slack(conn_id: str, key: str, payload: dict[str, Any]) -> None:
-    """One message through the Slack provider's webhook notifier; raises when not sent."""
-    from airflow.providers.slack.notifications.slack_webhook import SlackWebhookNotifier
-
-    notifier = SlackWebhookNotifier(
-        slack_webhook_conn_id=conn_id,
-        text=f"{message(payload)} [{key}]",
-        blocks=slack_blocks(payload),
-        timeout=10,
-    )
-    # notify(), not the notifier's __call__: the text is ours, never a Jinja template.
-    notifier.notify({})  # type: ignore[no-untyped-call]
-
-
 def _log_line(key: str, payload: dict[str, Any]) -> None:
     log.warning("spancost alert %s: %s", key, message(payload))
 
@@ -320,17 +296,17 @@ def _log_line(key: str, payload: dict[str, Any]) -> None:
 def deliver(
     conn: psycopg.Connection[Any],
     webhook_url: str | None,
-    slack_conn_id: str | None = None,
+    slack: Sender | None = None,
     lookback_hours: int = DEFAULT_LOOKBACK_HOURS,
 ) -> tuple[dict[str, int], dict[str, int]]:
     """Send what each channel has not delivered yet; returns (delivered, failed) per channel."""
-    senders: dict[str, Any] = {"log": lambda key, kind, payload: _log_line(key, payload)}
+    senders: dict[str, Sender] = {"log": lambda key, kind, payload: _log_line(key, payload)}
     if webhook_url:
         senders["webhook"] = lambda key, kind, payload: post_webhook(
             webhook_url, _webhook_body(key, kind, payload)
         )
-    if slack_conn_id:
-        senders["slack"] = lambda key, kind, payload: send_slack(slack_conn_id, key, payload)
+    if slack is not None:
+        senders["slack"] = slack
     delivered = dict.fromkeys(CHANNELS, 0)
     failed = dict.fromkeys(CHANNELS, 0)
     for channel, send in senders.items():
@@ -374,25 +350,26 @@ def deliver(
 
 
 def run(
-    url: str, *, lookback_hours: int | None = None, webhook_url: str | None = None
+    url: str,
+    *,
+    lookback_hours: int | None = None,
+    webhook_url: str | None = None,
+    slack: Callable[[], Sender | None] | None = None,
 ) -> RunResult:
     """Record, then deliver.
 
-    The webhook is ``SPANCOST_ALERT_WEBHOOK_URL`` unless given; Slack is used when the
-    connection named by ``SPANCOST_ALERT_SLACK_CONN_ID`` (default ``spancost_slack``)
-    exists; an empty ``SPANCOST_ALERT_SLACK_CONN_ID`` turns Slack off.
+    The webhook is ``SPANCOST_ALERT_WEBHOOK_URL`` unless given. ``slack`` makes the
+    Slack sender, or returns None when there is no Slack to send to; it is called only
+    when Slack has something to be told (``airflow_adapter.slack_sender``, which
+    imports Airflow).
     """
     hours = lookback_hours or int(
         os.environ.get("SPANCOST_ALERT_LOOKBACK_HOURS", DEFAULT_LOOKBACK_HOURS)
     )
     webhook = webhook_url or os.environ.get("SPANCOST_ALERT_WEBHOOK_URL") or None
-    slack = os.environ.get("SPANCOST_ALERT_SLACK_CONN_ID", DEFAULT_SLACK_CONN_ID).strip()
     with db.connect(url) as conn:
         db.apply_schema(conn)
         recorded = record(conn, hours)
-        pending_slack = bool(slack) and bool(_pending(conn, "slack", hours))
-        # Airflow is imported only when there is something Slack has not been told.
-        if pending_slack and not slack_connection_exists(slack):
-            pending_slack = False
-        delivered, failed = deliver(conn, webhook, slack if pending_slack else None, hours)
+        sender = slack() if slack is not None and _pending(conn, "slack", hours) else None
+        delivered, failed = deliver(conn, webhook, sender, hours)
     return RunResult(recorded, delivered, failed)

@@ -21,6 +21,7 @@ import psycopg
 import pytest
 
 from spancost import alerts
+from spancost.airflow_adapter import slack_sender
 from spancost.transform import dbt_build, report
 from tests.integration.transform import test_cost_anomalies as scenario
 from tests.integration.transform.test_llm_marts import ingest
@@ -76,6 +77,11 @@ def test_alerts_are_delivered_once_and_a_failed_delivery_is_retried(
         "AIRFLOW_CONN_SPANCOST_SLACK",
         json.dumps({"conn_type": "slackwebhook", "password": slack.url}),
     )
+
+    def tell() -> alerts.RunResult:
+        # What `spancost alerts` and the transform DAG's alerts task run.
+        return alerts.run(db_url, webhook_url=receiver.url, slack=slack_sender)
+
     try:
         s3.create_bucket(Bucket="spans")
         n = 0
@@ -97,13 +103,13 @@ def test_alerts_are_delivered_once_and_a_failed_delivery_is_retried(
         assert "support-triage-daily" in table and "breach" in table
 
         # Run 1: the budget breach is recorded; the webhook and Slack fail, the log has it.
-        first = alerts.run(db_url, webhook_url=receiver.url)
+        first = tell()
         assert first.recorded == 1
         assert first.delivered == {"log": 1, "webhook": 0, "slack": 0}
         assert first.failed == {"log": 0, "webhook": 1, "slack": 1}
         # Run 2: nothing new; the failed deliveries are retried and land, once.
         receiver.failing = slack.failing = False
-        second = alerts.run(db_url, webhook_url=receiver.url)
+        second = tell()
         assert second.recorded == 0
         assert second.delivered == {"log": 0, "webhook": 1, "slack": 1}
         [budget] = receiver.received
@@ -130,7 +136,7 @@ def test_alerts_are_delivered_once_and_a_failed_delivery_is_retried(
         ingest(s3, db_url, scenario.LOOP_HOUR, scenario.LOOP_HOUR + timedelta(hours=1), "b")
         dbt_build.build(db_url, dbt_vars={"start_time": "", "end_time": ""})
         with ThreadPoolExecutor(2) as pool:
-            both = list(pool.map(lambda _: alerts.run(db_url, webhook_url=receiver.url), "ab"))
+            both = list(pool.map(lambda _: tell(), "ab"))
         assert sum(r.recorded for r in both) == 2
         for channel in ("log", "webhook", "slack"):
             assert sum(r.delivered[channel] for r in both) == 2, channel
@@ -152,7 +158,7 @@ def test_alerts_are_delivered_once_and_a_failed_delivery_is_retried(
         }
 
         # Run 4 (a rerun, a retry): nothing is told twice.
-        fourth = alerts.run(db_url, webhook_url=receiver.url)
+        fourth = tell()
         assert (fourth.recorded, sum(fourth.delivered.values())) == (0, 0)
 
         # A backfill lands a loop nine days before the newest data: recorded, not sent.
@@ -171,7 +177,7 @@ def test_alerts_are_delivered_once_and_a_failed_delivery_is_retried(
                 "end_time": (day + timedelta(days=1)).isoformat(),
             },
         )
-        fifth = alerts.run(db_url, webhook_url=receiver.url)
+        fifth = tell()
         assert (fifth.recorded, sum(fifth.delivered.values())) == (2, 0)
         assert len(receiver.received) == len(slack.received) == 3
         with psycopg.connect(db_url) as conn:
