@@ -60,15 +60,7 @@ docs: venv
 	$(BIN)/spancost docs
 
 airflow: venv
-	eval "$$($(BIN)/spancost env)" && \
-	export AIRFLOW_HOME=$(SPANCOST_HOME)/airflow \
-	       AIRFLOW__CORE__DAGS_FOLDER=$(CURDIR)/dags \
-	       AIRFLOW__CORE__LOAD_EXAMPLES=False \
-	       AIRFLOW__API__HOST=127.0.0.1 \
-	       AIRFLOW__API__PORT=8080 \
-	       AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_ALL_ADMINS=True \
-	       PATH=$(BIN):$$PATH && \
-	airflow standalone
+	$(BIN)/spancost airflow --dags-folder $(CURDIR)/dags
 
 down:
 	-@[ -x $(BIN)/spancost ] && $(BIN)/spancost db down

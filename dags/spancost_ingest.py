@@ -27,7 +27,9 @@ Every 15 minutes, loads the OpenTelemetry trace exports that the Collector's
   (NUL, invalid UTF-8, NaN) are counted in the manifest's `changes`. The rest
   loads; the task fails only when S3 or Postgres fail.
 * **Backfill:** trigger with params `start` and `end` (ISO 8601, UTC), or use
-  Airflow's backfill; a run always reads its own interval, never "now".
+  Airflow's backfill; a run always reads its own interval, never "now". A run is
+  named by its interval's start and `--to-date` counts in: one hour is
+  `--from-date …T00:00 --to-date …T00:45` (4 runs), one day ends at `T23:45`.
 * **Connections:** `spancost_postgres` (Postgres) and `aws_default` (AWS; the
   standard `AWS_ENDPOINT_URL` variable points it at a local endpoint).
 * **Billing and prices**, beside the spans:
@@ -52,6 +54,10 @@ Every 15 minutes, loads the OpenTelemetry trace exports that the Collector's
   `spancost://raw/sagemaker_endpoint_snapshots` and
   `spancost://raw/sagemaker_invocations_hourly`; spans and Cost Explorer
   results schedule `spancost_transform`.
+* **Paused?** Under `make airflow` the DAGs start active. Elsewhere Airflow's
+  default (`dags_are_paused_at_creation`) leaves a new DAG paused, and a run
+  triggered then waits, queued, until the DAG is switched on (the toggle beside
+  its name).
 """
 
 from __future__ import annotations

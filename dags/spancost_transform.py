@@ -20,6 +20,10 @@ Astronomer Cosmos, one Airflow task per dbt model, seed and test.
   `SPANCOST_ALERT_WEBHOOK_URL` is set, as one JSON POST each; and to Slack when
   the connection `spancost_slack` (type `slackwebhook`) exists. A failed delivery
   does not fail the run; the next run retries it.
+* **Paused?** Under `make airflow` the DAGs start active. Elsewhere Airflow's
+  default (`dags_are_paused_at_creation`) leaves a new DAG paused, and a run
+  triggered then waits, queued, until the DAG is switched on (the toggle beside
+  its name).
 """
 
 from __future__ import annotations

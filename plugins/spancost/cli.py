@@ -322,13 +322,13 @@ def cmd_report(args: argparse.Namespace) -> int:
     return 0
 
 
-def cmd_env(args: argparse.Namespace) -> int:
-    """Shell exports that point dbt, Airflow and boto3 at spancost's database and services."""
+def local_env(db_only: bool = False) -> dict[str, str]:
+    """The variables that point dbt, Airflow and boto3 at spancost's database and services."""
     from spancost.demo import bill
 
     url = db.database_url()
     exports = {"SPANCOST_DATABASE_URL": url, **db.dbt_env(url)}
-    if not args.db_only:
+    if not db_only:
         aws = endpoints.LocalAws(settings.home())
         endpoint = endpoints.start(aws)
         exports |= {
@@ -341,9 +341,28 @@ def cmd_env(args: argparse.Namespace) -> int:
             "SPANCOST_SPANS_PREFIX": os.environ.get("SPANCOST_SPANS_PREFIX", DEMO_PREFIX),
             "SPANCOST_USER_ID_SALT": os.environ.get("SPANCOST_USER_ID_SALT", DEMO_SALT),
         }
-    for name, value in exports.items():
+    return exports
+
+
+def cmd_env(args: argparse.Namespace) -> int:
+    """Shell exports that point dbt, Airflow and boto3 at spancost's database and services."""
+    for name, value in local_env(args.db_only).items():
         print(f"export {name}={shlex.quote(value)}")
     return 0
+
+
+def cmd_airflow(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from spancost.local import airflow_local
+
+    env = airflow_local.airflow_env(
+        os.environ | local_env(),
+        settings.home() / "airflow",
+        Path(args.dags_folder).resolve(),
+        port=args.port,
+    )
+    return airflow_local.run(env)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -423,6 +442,13 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("aws", help="the local AWS endpoint (moto) for the demo")
     p.add_argument("action", choices=["up", "down"])
     p.set_defaults(func=cmd_aws)
+
+    p = sub.add_parser(
+        "airflow", help="Airflow on loopback against the local services (make airflow)"
+    )
+    p.add_argument("--port", type=int, default=8080, help="the UI and API port (default 8080)")
+    p.add_argument("--dags-folder", default="dags", help="the DAGs folder (default ./dags)")
+    p.set_defaults(func=cmd_airflow)
 
     p = sub.add_parser("env", help="print shell exports for dbt and Airflow (eval them)")
     p.add_argument("--db-only", action="store_true", help="only the database, no local AWS")

@@ -1,0 +1,164 @@
+"""Airflow on this machine, for ``make airflow``: what ``airflow standalone`` does, on loopback.
+
+``airflow standalone`` starts a log server on 0.0.0.0:8793 beside the scheduler and
+another on 0.0.0.0:8794 beside the triggerer, and has no setting to bind them
+elsewhere. With the LocalExecutor every task log is a file the API server reads
+itself, so spancost runs the four components directly instead, the scheduler and
+the triggerer with ``--skip-serve-logs``: the only port open is the API server's,
+on 127.0.0.1.
+
+It also sets what a first run needs and ``standalone`` leaves out: the DAGs start
+unpaused (a triggered run never sits queued), an ``aws_default`` connection that
+points boto3 at the local endpoints (so no task warns that it is missing), a JWT
+secret of 64 random bytes (kept in the Airflow home, mode 0600, never printed), and
+an OpenLineage namespace (the provider is installed for Cosmos and stays off, as it
+has no transport).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import secrets
+import signal
+import subprocess
+import sys
+import threading
+from collections.abc import Iterable, Mapping
+from pathlib import Path
+from typing import TextIO
+
+log = logging.getLogger(__name__)
+
+# name -> the airflow subcommand that runs it
+COMPONENTS: dict[str, list[str]] = {
+    "api-server": ["api-server"],
+    "scheduler": ["scheduler", "--skip-serve-logs"],
+    "dag-processor": ["dag-processor"],
+    "triggerer": ["triggerer", "--skip-serve-logs"],
+}
+SIMPLE_AUTH_MANAGER = (
+    "airflow.api_fastapi.auth.managers.simple.simple_auth_manager.SimpleAuthManager"
+)
+
+
+def jwt_secret(airflow_home: Path) -> str:
+    """The API's JWT signing secret: 64 random bytes, made once and kept in the home."""
+    path = airflow_home / "jwt_secret"
+    if not path.exists():
+        airflow_home.mkdir(parents=True, exist_ok=True)
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        with os.fdopen(fd, "w") as out:
+            out.write(secrets.token_urlsafe(64))
+    return path.read_text().strip()
+
+
+def airflow_env(
+    base: Mapping[str, str], airflow_home: Path, dags_folder: Path, port: int = 8080
+) -> dict[str, str]:
+    """The environment every component runs with: ``base`` plus the local settings."""
+    env = dict(base)
+    env.update(
+        {
+            "AIRFLOW_HOME": str(airflow_home),
+            "AIRFLOW__CORE__DAGS_FOLDER": str(dags_folder),
+            "AIRFLOW__CORE__LOAD_EXAMPLES": "False",
+            "AIRFLOW__CORE__EXECUTOR": "LocalExecutor",
+            "AIRFLOW__CORE__AUTH_MANAGER": SIMPLE_AUTH_MANAGER,
+            "AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_ALL_ADMINS": "True",
+            "AIRFLOW__CORE__DAGS_ARE_PAUSED_AT_CREATION": "False",
+            "AIRFLOW__API__HOST": "127.0.0.1",
+            "AIRFLOW__API__PORT": str(port),
+            "AIRFLOW__API__BASE_URL": f"http://127.0.0.1:{port}",
+            "AIRFLOW__CORE__EXECUTION_API_SERVER_URL": f"http://127.0.0.1:{port}/execution/",
+            "AIRFLOW__API_AUTH__JWT_SECRET": jwt_secret(airflow_home),
+            "AIRFLOW__OPENLINEAGE__NAMESPACE": "spancost",
+        }
+    )
+    # boto3 finds the local endpoints and credentials in the environment.
+    env.setdefault(
+        "AIRFLOW_CONN_AWS_DEFAULT",
+        json.dumps({"conn_type": "aws", "extra": {"region_name": env.get("AWS_DEFAULT_REGION")}}),
+    )
+    bindir = str(Path(sys.executable).parent)
+    if bindir not in env.get("PATH", "").split(os.pathsep):
+        env["PATH"] = bindir + os.pathsep + env.get("PATH", "")
+    return env
+
+
+def _relay(name: str, stream: Iterable[str], out: TextIO) -> None:
+    for line in stream:
+        print(f"{name:13} | {line}", end="", file=out, flush=True)
+
+
+def _signal_group(process: subprocess.Popen[str], signum: int) -> None:
+    try:
+        os.killpg(process.pid, signum)
+    except ProcessLookupError:
+        pass
+
+
+class _Stop(Exception):
+    """SIGINT or SIGTERM arrived."""
+
+
+def _stop(signum: int, frame: object) -> None:
+    raise _Stop(signal.Signals(signum).name)
+
+
+def run(env: Mapping[str, str]) -> int:
+    """Migrate the metadata database, start the components, and wait.
+
+    Ctrl-C or SIGTERM (or any component exiting) stops them all; returns the first
+    non-zero exit code. The components run in sessions of their own, so a Ctrl-C
+    reaches this process only, which stops them in order.
+    """
+    for signum in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(signum, _stop)
+    airflow = [sys.executable, "-m", "airflow"]
+    subprocess.run([*airflow, "db", "migrate"], env=dict(env), check=True)
+    processes: dict[str, subprocess.Popen[str]] = {}
+    threads = []
+    try:
+        for name, command in COMPONENTS.items():
+            process = subprocess.Popen(
+                [*airflow, *command],
+                env=dict(env),
+                stdout=subprocess.PIPE,
+                stderr=subprocess.STDOUT,
+                text=True,
+                start_new_session=True,
+            )
+            processes[name] = process
+            assert process.stdout is not None  # stdout=PIPE
+            thread = threading.Thread(
+                target=_relay, args=(name, process.stdout, sys.stdout), daemon=True
+            )
+            thread.start()
+            threads.append(thread)
+        print(
+            f"spancost: Airflow UI on {env['AIRFLOW__API__BASE_URL']} (loopback only;"
+            " every local user is admin). Ctrl-C stops it.",
+            flush=True,
+        )
+        while all(process.poll() is None for process in processes.values()):
+            try:
+                next(iter(processes.values())).wait(timeout=1)
+            except subprocess.TimeoutExpired:
+                continue
+    except _Stop as stop:
+        print(f"spancost: {stop}: stopping Airflow", flush=True)
+    finally:
+        # Each component leads its own process group: its workers stop with it.
+        for process in processes.values():
+            if process.poll() is None:
+                _signal_group(process, signal.SIGTERM)
+        for process in processes.values():
+            try:
+                process.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                _signal_group(process, signal.SIGKILL)
+                process.wait()
+    codes = [process.returncode for process in processes.values() if process.returncode]
+    return next((code for code in codes if code > 0), 0)
