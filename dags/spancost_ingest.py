@@ -52,7 +52,10 @@ Every 15 minutes, loads the OpenTelemetry trace exports that the Collector's
 * **Publishes** the assets `spancost://raw/otel_spans`,
   `spancost://raw/ce_cost_and_usage`, `spancost://raw/aws_price_list`,
   `spancost://raw/sagemaker_endpoint_snapshots` and
-  `spancost://raw/sagemaker_invocations_hourly`; spans and Cost Explorer
+  `spancost://raw/sagemaker_invocations_hourly`, each from a `publish_*` task
+  after its source's task, and only when new rows landed: with nothing new
+  (a backfill run over loaded objects, Cost Explorer not due) the `publish_*`
+  task is skipped and no asset event is emitted. Spans and Cost Explorer
   results schedule `spancost_transform`.
 * **Paused?** Under `make airflow` the DAGs start active. Elsewhere Airflow's
   default (`dags_are_paused_at_creation`) leaves a new DAG paused, and a run
@@ -95,45 +98,88 @@ INVOCATIONS = Asset("spancost://raw/sagemaker_invocations_hourly")
     },
 )
 def spancost_ingest() -> None:
-    @task(outlets=[SPANS])
+    # Each source loads in one task and publishes its asset in the next; a publish
+    # task with nothing new to tell is skipped, and a skipped task emits no asset
+    # event, so spancost_transform runs only when new rows landed.
+
+    @task
     def ingest_spans() -> dict[str, int]:
         """Load the span exports of this run's interval from S3 into raw.otel_spans."""
         from spancost import airflow_adapter
 
         return airflow_adapter.ingest_spans(dict(get_current_context()))
 
-    @task(outlets=[COSTS])
+    @task(outlets=[SPANS])
+    def publish_spans(loaded: dict[str, int]) -> dict[str, int]:
+        """Emit the spans asset when spans landed; skipped (no event) when none did."""
+        from spancost import airflow_adapter
+
+        return airflow_adapter.publish_when_new(loaded, "spans_loaded", "spans")
+
+    @task
     def pull_cost_explorer() -> dict[str, object]:
         """Refresh Cost Explorer results when they are older than the refresh interval."""
         from spancost import airflow_adapter
 
         return airflow_adapter.refresh_cost_explorer(dict(get_current_context()))
 
-    @task(outlets=[PRICES])
-    def pull_price_list() -> dict[str, str]:
+    @task(outlets=[COSTS])
+    def publish_costs(pulled: dict[str, object]) -> dict[str, object]:
+        """Emit the Cost Explorer asset when a pull landed rows; skipped when not due."""
+        from spancost import airflow_adapter
+
+        return airflow_adapter.publish_when_new(pulled, "rows_loaded", "Cost Explorer rows")
+
+    @task
+    def pull_price_list() -> dict[str, object]:
         """Refresh the AWS Price List when it is older than a day."""
         from spancost import airflow_adapter
 
         return airflow_adapter.refresh_price_list(dict(get_current_context()))
 
-    @task(outlets=[ENDPOINTS])
+    @task(outlets=[PRICES])
+    def publish_prices(pulled: dict[str, object]) -> dict[str, object]:
+        """Emit the price-list asset when new prices landed."""
+        from spancost import airflow_adapter
+
+        return airflow_adapter.publish_when_new(pulled, "rows_inserted", "prices")
+
+    @task
     def snapshot_sagemaker() -> dict[str, int]:
         """Snapshot the SageMaker endpoints and their instances."""
         from spancost import airflow_adapter
 
         return airflow_adapter.snapshot_sagemaker(dict(get_current_context()))
 
-    @task(outlets=[INVOCATIONS])
+    @task(outlets=[ENDPOINTS])
+    def publish_endpoints(snapshots: dict[str, int]) -> dict[str, int]:
+        """Emit the endpoint-snapshot asset when a region had endpoints to snapshot."""
+        from spancost import airflow_adapter
+
+        return airflow_adapter.publish_when_new(snapshots, None, "endpoint snapshots")
+
+    @task
     def pull_sagemaker_invocations() -> dict[str, int]:
         """Pull the endpoints' hourly CloudWatch invocations (interval plus 3 hours back)."""
         from spancost import airflow_adapter
 
         return airflow_adapter.pull_sagemaker_invocations(dict(get_current_context()))
 
-    ingest_spans()
-    pull_cost_explorer()
-    pull_price_list()
-    snapshot_sagemaker() >> pull_sagemaker_invocations()
+    @task(outlets=[INVOCATIONS])
+    def publish_invocations(pulled: dict[str, int]) -> dict[str, int]:
+        """Emit the invocations asset when endpoint-hours landed."""
+        from spancost import airflow_adapter
+
+        return airflow_adapter.publish_when_new(pulled, None, "endpoint invocations")
+
+    publish_spans(ingest_spans())
+    publish_costs(pull_cost_explorer())
+    publish_prices(pull_price_list())
+    snapshots = snapshot_sagemaker()
+    publish_endpoints(snapshots)
+    invocations = pull_sagemaker_invocations()
+    snapshots >> invocations
+    publish_invocations(invocations)
 
 
 spancost_ingest()

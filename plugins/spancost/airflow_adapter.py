@@ -166,6 +166,20 @@ def dbt_build(context: dict[str, Any]) -> None:
     marts.build(database_url(), full_refresh=bool(params.get("full_refresh")), dbt_vars=dbt_vars)
 
 
+def publish_when_new(summary: dict[str, Any], count: str | None, what: str) -> dict[str, Any]:
+    """Pass ``summary`` on when it says rows landed, else skip the publishing task.
+
+    ``count`` names the summary's count of new rows; None means the summary maps
+    regions (or queries) to counts, summed. A skipped task emits no asset event.
+    """
+    from airflow.sdk.exceptions import AirflowSkipException
+
+    new = summary.get(count) if count else sum(v for v in summary.values() if isinstance(v, int))
+    if not new:
+        raise AirflowSkipException(f"no new {what}: no asset event, so no transform for it")
+    return summary
+
+
 def refresh_cost_explorer(context: dict[str, Any]) -> dict[str, Any]:
     """Cost Explorer, only when the last good pull is older than the interval (or forced)."""
     from spancost.billing import aws_requests
@@ -190,7 +204,10 @@ def refresh_price_list(context: dict[str, Any]) -> dict[str, Any]:
         end,
         force=bool(params.get("force_price_list")),
     )
-    return {result.query_name: result.status for result in results}
+    return {
+        "rows_inserted": sum(result.rows_inserted for result in results),
+        "queries": {result.query_name: result.status for result in results},
+    }
 
 
 def snapshot_sagemaker(context: dict[str, Any]) -> dict[str, int]:

@@ -81,6 +81,24 @@ def expected_from_objects(
     return total, calls, per_pipeline
 
 
+def span_asset_events() -> int:
+    """Events of the spans asset in Airflow's metadata database (what schedules transform)."""
+    from airflow.models.asset import AssetEvent, AssetModel
+    from airflow.utils.session import create_session
+
+    with create_session() as session:
+        return (
+            session.query(AssetEvent)
+            .join(AssetModel, AssetEvent.asset_id == AssetModel.id)
+            .filter(AssetModel.uri == "spancost://raw/otel_spans")
+            .count()
+        )
+
+
+def states(run) -> dict[str, str]:
+    return {ti.task_id: str(ti.state).rsplit(".", 1)[-1].lower() for ti in run.get_task_instances()}
+
+
 def test_ingest_dag_then_dbt_build_gives_the_independent_total(
     s3, db_url: str, airflow_db: None, pricing_endpoint: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -101,9 +119,12 @@ def test_ingest_dag_then_dbt_build_gives_the_independent_total(
 
     dag = DagBag(dag_folder=str(REPO / "dags" / "spancost_ingest.py")).get_dag("spancost_ingest")
     # A manual run at T + 15 min owns the interval that just ended: [T, T + 15 min).
+    events = span_asset_events()
     run = dag.test(logical_date=T + timedelta(minutes=15))
     assert (run.data_interval_start, run.data_interval_end) == (T, T + timedelta(minutes=15))
     assert str(run.state) in ("success", "DagRunState.SUCCESS")
+    assert states(run)["publish_spans"] == "success"
+    assert span_asset_events() == events + 1
 
     dbt_build.build(db_url)
     with psycopg.connect(db_url) as conn:
@@ -122,10 +143,18 @@ def test_ingest_dag_then_dbt_build_gives_the_independent_total(
     assert mart_total == total
     assert mart_pipelines == per_pipeline
 
-    # A retry of the same interval, and the next interval, never double-count.
-    dag.test(logical_date=T + timedelta(minutes=15))
+    # A retry of the same interval, and the next interval, never double-count. The
+    # retry lands nothing: its publish task is skipped and no asset event schedules
+    # a transform for it.
+    retry = dag.test(logical_date=T + timedelta(minutes=15))
+    assert str(retry.state) in ("success", "DagRunState.SUCCESS")
+    assert states(retry)["ingest_spans"] == "success"
+    assert states(retry)["publish_spans"] == "skipped"
+    assert span_asset_events() == events + 1
     run = dag.test(logical_date=T + timedelta(minutes=30))
     assert str(run.state) in ("success", "DagRunState.SUCCESS")
+    assert states(run)["publish_spans"] == "success"  # the late objects
+    assert span_asset_events() == events + 2
     dbt_build.build(db_url)
     all_total, all_calls, _ = expected_from_objects(in_interval + late)
     with psycopg.connect(db_url) as conn:
