@@ -67,13 +67,25 @@ from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
 
-from airflow.sdk import Asset, CronDataIntervalTimetable, Param, dag, get_current_context, task
+from airflow.sdk import (
+    Asset,
+    CronDataIntervalTimetable,
+    Param,
+    dag,
+    get_current_context,
+    task,
+    task_group,
+)
 
 SPANS = Asset("spancost://raw/otel_spans")
 COSTS = Asset("spancost://raw/ce_cost_and_usage")
 PRICES = Asset("spancost://raw/aws_price_list")
 ENDPOINTS = Asset("spancost://raw/sagemaker_endpoint_snapshots")
 INVOCATIONS = Asset("spancost://raw/sagemaker_invocations_hourly")
+# One slot each: Cost Explorer charges per request and throttles, the Price List API
+# throttles; overlapping runs and backfills queue here instead of both calling.
+CE_POOL = "spancost_cost_explorer"
+PRICE_LIST_POOL = "spancost_price_list"
 
 
 @dag(
@@ -83,7 +95,14 @@ INVOCATIONS = Asset("spancost://raw/sagemaker_invocations_hourly")
     start_date=datetime(2026, 1, 1, tzinfo=UTC),
     catchup=False,
     max_active_runs=4,
-    default_args={"owner": "spancost", "retries": 2, "retry_delay": timedelta(minutes=1)},
+    default_args={
+        "owner": "spancost",
+        "retries": 3,
+        "retry_delay": timedelta(minutes=1),
+        "retry_exponential_backoff": 2.0,  # 1, 2, 4 minutes
+        "max_retry_delay": timedelta(minutes=15),
+        "execution_timeout": timedelta(minutes=5),
+    },
     tags=["spancost", "ingest"],
     doc_md=__doc__,
     params={
@@ -98,88 +117,115 @@ INVOCATIONS = Asset("spancost://raw/sagemaker_invocations_hourly")
     },
 )
 def spancost_ingest() -> None:
-    # Each source loads in one task and publishes its asset in the next; a publish
-    # task with nothing new to tell is skipped, and a skipped task emits no asset
-    # event, so spancost_transform runs only when new rows landed.
+    # One task group per source. Each loads in one task and publishes its asset in
+    # the next; a publish task with nothing new to tell is skipped, and a skipped
+    # task emits no asset event, so spancost_transform runs only when rows landed.
 
-    @task
-    def ingest_spans() -> dict[str, int]:
-        """Load the span exports of this run's interval from S3 into raw.otel_spans."""
-        from spancost import airflow_adapter
+    @task_group(group_id="spans")
+    def spans() -> None:
+        """The span exports of the run's interval, S3 to `raw.otel_spans`; asset `spancost://raw/otel_spans`."""
 
-        return airflow_adapter.ingest_spans(dict(get_current_context()))
+        @task(execution_timeout=timedelta(minutes=30))
+        def ingest_spans() -> dict[str, int]:
+            """Load the span exports of this run's interval from S3 into raw.otel_spans."""
+            from spancost import airflow_adapter
 
-    @task(outlets=[SPANS])
-    def publish_spans(loaded: dict[str, int]) -> dict[str, int]:
-        """Emit the spans asset when spans landed; skipped (no event) when none did."""
-        from spancost import airflow_adapter
+            return airflow_adapter.ingest_spans(dict(get_current_context()))
 
-        return airflow_adapter.publish_when_new(loaded, "spans_loaded", "spans")
+        @task(outlets=[SPANS])
+        def publish_spans(loaded: dict[str, int]) -> dict[str, int]:
+            """Emit the spans asset when spans landed; skipped (no event) when none did."""
+            from spancost import airflow_adapter
 
-    @task
-    def pull_cost_explorer() -> dict[str, object]:
-        """Refresh Cost Explorer results when they are older than the refresh interval."""
-        from spancost import airflow_adapter
+            return airflow_adapter.publish_when_new(loaded, "spans_loaded", "spans")
 
-        return airflow_adapter.refresh_cost_explorer(dict(get_current_context()))
+        publish_spans(ingest_spans())
 
-    @task(outlets=[COSTS])
-    def publish_costs(pulled: dict[str, object]) -> dict[str, object]:
-        """Emit the Cost Explorer asset when a pull landed rows; skipped when not due."""
-        from spancost import airflow_adapter
+    @task_group(group_id="cost_explorer")
+    def cost_explorer() -> None:
+        """Cost Explorer results when due (pool `spancost_cost_explorer`); asset `spancost://raw/ce_cost_and_usage`."""
 
-        return airflow_adapter.publish_when_new(pulled, "rows_loaded", "Cost Explorer rows")
+        @task(pool=CE_POOL, execution_timeout=timedelta(minutes=20))
+        def pull_cost_explorer() -> dict[str, object]:
+            """Refresh Cost Explorer results when they are older than the refresh interval."""
+            from spancost import airflow_adapter
 
-    @task
-    def pull_price_list() -> dict[str, object]:
-        """Refresh the AWS Price List when it is older than a day."""
-        from spancost import airflow_adapter
+            return airflow_adapter.refresh_cost_explorer(dict(get_current_context()))
 
-        return airflow_adapter.refresh_price_list(dict(get_current_context()))
+        @task(outlets=[COSTS])
+        def publish_costs(pulled: dict[str, object]) -> dict[str, object]:
+            """Emit the Cost Explorer asset when a pull landed rows; skipped when not due."""
+            from spancost import airflow_adapter
 
-    @task(outlets=[PRICES])
-    def publish_prices(pulled: dict[str, object]) -> dict[str, object]:
-        """Emit the price-list asset when new prices landed."""
-        from spancost import airflow_adapter
+            return airflow_adapter.publish_when_new(pulled, "rows_loaded", "Cost Explorer rows")
 
-        return airflow_adapter.publish_when_new(pulled, "rows_inserted", "prices")
+        publish_costs(pull_cost_explorer())
 
-    @task
-    def snapshot_sagemaker() -> dict[str, int]:
-        """Snapshot the SageMaker endpoints and their instances."""
-        from spancost import airflow_adapter
+    @task_group(group_id="prices")
+    def prices() -> None:
+        """The AWS Price List, daily (pool `spancost_price_list`); asset `spancost://raw/aws_price_list`."""
 
-        return airflow_adapter.snapshot_sagemaker(dict(get_current_context()))
+        @task(pool=PRICE_LIST_POOL, execution_timeout=timedelta(minutes=20))
+        def pull_price_list() -> dict[str, object]:
+            """Refresh the AWS Price List when it is older than a day."""
+            from spancost import airflow_adapter
 
-    @task(outlets=[ENDPOINTS])
-    def publish_endpoints(snapshots: dict[str, int]) -> dict[str, int]:
-        """Emit the endpoint-snapshot asset when a region had endpoints to snapshot."""
-        from spancost import airflow_adapter
+            return airflow_adapter.refresh_price_list(dict(get_current_context()))
 
-        return airflow_adapter.publish_when_new(snapshots, None, "endpoint snapshots")
+        @task(outlets=[PRICES])
+        def publish_prices(pulled: dict[str, object]) -> dict[str, object]:
+            """Emit the price-list asset when new prices landed."""
+            from spancost import airflow_adapter
 
-    @task
-    def pull_sagemaker_invocations() -> dict[str, int]:
-        """Pull the endpoints' hourly CloudWatch invocations (interval plus 3 hours back)."""
-        from spancost import airflow_adapter
+            return airflow_adapter.publish_when_new(pulled, "rows_inserted", "prices")
 
-        return airflow_adapter.pull_sagemaker_invocations(dict(get_current_context()))
+        publish_prices(pull_price_list())
 
-    @task(outlets=[INVOCATIONS])
-    def publish_invocations(pulled: dict[str, int]) -> dict[str, int]:
-        """Emit the invocations asset when endpoint-hours landed."""
-        from spancost import airflow_adapter
+    @task_group(group_id="sagemaker")
+    def sagemaker() -> None:
+        """The SageMaker endpoints of each region, every run; asset `spancost://raw/sagemaker_endpoint_snapshots`."""
 
-        return airflow_adapter.publish_when_new(pulled, None, "endpoint invocations")
+        @task(execution_timeout=timedelta(minutes=10))
+        def snapshot_sagemaker() -> dict[str, int]:
+            """Snapshot the SageMaker endpoints and their instances."""
+            from spancost import airflow_adapter
 
-    publish_spans(ingest_spans())
-    publish_costs(pull_cost_explorer())
-    publish_prices(pull_price_list())
-    snapshots = snapshot_sagemaker()
-    publish_endpoints(snapshots)
-    invocations = pull_sagemaker_invocations()
-    snapshots >> invocations
-    publish_invocations(invocations)
+            return airflow_adapter.snapshot_sagemaker(dict(get_current_context()))
+
+        @task(outlets=[ENDPOINTS])
+        def publish_endpoints(snapshots: dict[str, int]) -> dict[str, int]:
+            """Emit the endpoint-snapshot asset when a region had endpoints to snapshot."""
+            from spancost import airflow_adapter
+
+            return airflow_adapter.publish_when_new(snapshots, None, "endpoint snapshots")
+
+        publish_endpoints(snapshot_sagemaker())
+
+    @task_group(group_id="cloudwatch")
+    def cloudwatch() -> None:
+        """Hourly endpoint invocations from CloudWatch; asset `spancost://raw/sagemaker_invocations_hourly`."""
+
+        @task(execution_timeout=timedelta(minutes=10))
+        def pull_sagemaker_invocations() -> dict[str, int]:
+            """Pull the endpoints' hourly CloudWatch invocations (interval plus 3 hours back)."""
+            from spancost import airflow_adapter
+
+            return airflow_adapter.pull_sagemaker_invocations(dict(get_current_context()))
+
+        @task(outlets=[INVOCATIONS])
+        def publish_invocations(pulled: dict[str, int]) -> dict[str, int]:
+            """Emit the invocations asset when endpoint-hours landed."""
+            from spancost import airflow_adapter
+
+            return airflow_adapter.publish_when_new(pulled, None, "endpoint invocations")
+
+        publish_invocations(pull_sagemaker_invocations())
+
+    spans()
+    cost_explorer()
+    prices()
+    # The invocations are pulled for the endpoints just snapshotted.
+    sagemaker() >> cloudwatch()
 
 
 spancost_ingest()

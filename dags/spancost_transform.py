@@ -47,7 +47,13 @@ spancost_transform = DbtDag(
     start_date=datetime(2026, 1, 1, tzinfo=UTC),
     catchup=False,
     max_active_runs=1,
-    default_args={"owner": "spancost", "retries": 2, "retry_delay": timedelta(minutes=1)},
+    default_args={
+        "owner": "spancost",
+        "retries": 2,
+        "retry_delay": timedelta(minutes=1),
+        "retry_exponential_backoff": 2.0,
+        "execution_timeout": timedelta(minutes=30),
+    },
     tags=["spancost", "dbt"],
     doc_md=__doc__,
     params={

@@ -53,3 +53,22 @@ def test_ingest_publishes_the_asset_transform_is_scheduled_on(dagbag) -> None:
     assert "spancost://raw/otel_spans" in outlets
     transform = dagbag.get_dag("spancost_transform")
     assert "spancost://raw/otel_spans" in str(transform.timetable.asset_condition)
+
+
+def test_ingest_has_a_group_per_source_pools_backoff_and_timeouts(dagbag) -> None:
+    from spancost.local.airflow_local import POOLS
+
+    ingest = dagbag.get_dag("spancost_ingest")
+    groups = {task.task_group.group_id for task in ingest.tasks if task.task_group.group_id}
+    assert groups == {"spans", "cost_explorer", "prices", "sagemaker", "cloudwatch"}
+    for group_id in groups:
+        assert ingest.task_group.get_child_by_label(group_id).tooltip, group_id
+    for task in ingest.tasks:
+        assert task.retries >= 2 and task.retry_exponential_backoff > 1, task.task_id
+        assert task.execution_timeout is not None, task.task_id
+        # each source's asset comes from its publish task only
+        assert bool(task.outlets) == task.task_id.split(".")[-1].startswith("publish_")
+    pools = {task.task_id: task.pool for task in ingest.tasks}
+    assert pools["cost_explorer.pull_cost_explorer"] == "spancost_cost_explorer"
+    assert pools["prices.pull_price_list"] == "spancost_price_list"
+    assert {"spancost_cost_explorer", "spancost_price_list"} <= set(POOLS)

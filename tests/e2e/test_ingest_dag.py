@@ -123,7 +123,7 @@ def test_ingest_dag_then_dbt_build_gives_the_independent_total(
     run = dag.test(logical_date=T + timedelta(minutes=15))
     assert (run.data_interval_start, run.data_interval_end) == (T, T + timedelta(minutes=15))
     assert str(run.state) in ("success", "DagRunState.SUCCESS")
-    assert states(run)["publish_spans"] == "success"
+    assert states(run)["spans.publish_spans"] == "success"
     assert span_asset_events() == events + 1
 
     dbt_build.build(db_url)
@@ -148,12 +148,12 @@ def test_ingest_dag_then_dbt_build_gives_the_independent_total(
     # a transform for it.
     retry = dag.test(logical_date=T + timedelta(minutes=15))
     assert str(retry.state) in ("success", "DagRunState.SUCCESS")
-    assert states(retry)["ingest_spans"] == "success"
-    assert states(retry)["publish_spans"] == "skipped"
+    assert states(retry)["spans.ingest_spans"] == "success"
+    assert states(retry)["spans.publish_spans"] == "skipped"
     assert span_asset_events() == events + 1
     run = dag.test(logical_date=T + timedelta(minutes=30))
     assert str(run.state) in ("success", "DagRunState.SUCCESS")
-    assert states(run)["publish_spans"] == "success"  # the late objects
+    assert states(run)["spans.publish_spans"] == "success"  # the late objects
     assert span_asset_events() == events + 2
     dbt_build.build(db_url)
     all_total, all_calls, _ = expected_from_objects(in_interval + late)

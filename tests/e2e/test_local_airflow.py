@@ -1,4 +1,4 @@
-"""`make airflow` (`spancost airflow`): loopback only, DAGs active, no setup warnings.
+"""`make airflow` (`spancost airflow`): loopback only, DAGs active, pools made, no setup warnings.
 
 The real components (api-server, scheduler, dag-processor, triggerer) start against
 the test database and the local AWS endpoints; the test reads which sockets the
@@ -123,6 +123,10 @@ def test_local_airflow_listens_on_loopback_only_and_starts_the_dags_active(
             except sqlite3.Error:
                 continue
         assert paused == {"spancost_ingest": 0, "spancost_transform": 0}
+        with sqlite3.connect(home / "airflow" / "airflow.db") as conn:
+            pools = dict(conn.execute("select pool, slots from slot_pool").fetchall())
+        # The one-slot pools the API tasks of spancost_ingest run in.
+        assert pools["spancost_cost_explorer"] == pools["spancost_price_list"] == 1
         with urllib.request.urlopen(f"http://127.0.0.1:{port}/api/v2/monitor/health") as health:
             assert health.status == 200
 

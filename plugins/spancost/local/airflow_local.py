@@ -38,6 +38,11 @@ COMPONENTS: dict[str, list[str]] = {
     "dag-processor": ["dag-processor"],
     "triggerer": ["triggerer", "--skip-serve-logs"],
 }
+# The pools spancost_ingest's API tasks run in (one slot each; see the DAG).
+POOLS = {
+    "spancost_cost_explorer": "Cost Explorer calls ($0.01 a request, throttled)",
+    "spancost_price_list": "AWS Price List API calls (throttled)",
+}
 SIMPLE_AUTH_MANAGER = (
     "airflow.api_fastapi.auth.managers.simple.simple_auth_manager.SimpleAuthManager"
 )
@@ -118,6 +123,13 @@ def run(env: Mapping[str, str]) -> int:
         signal.signal(signum, _stop)
     airflow = [sys.executable, "-m", "airflow"]
     subprocess.run([*airflow, "db", "migrate"], env=dict(env), check=True)
+    for pool, description in POOLS.items():
+        subprocess.run(
+            [*airflow, "pools", "set", pool, "1", description],
+            env=dict(env),
+            check=True,
+            stdout=subprocess.DEVNULL,
+        )
     processes: dict[str, subprocess.Popen[str]] = {}
     threads = []
     try:
