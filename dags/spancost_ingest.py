@@ -12,6 +12,11 @@ Every 15 minutes, loads the OpenTelemetry trace exports that the Collector's
   row in the manifest `raw.s3_objects`. Retries, overlapping runs and backfills
   skip what is already loaded; an object re-uploaded with a new etag replaces
   its rows.
+* **Fan-out:** `spans.plan_spans` lists the interval's exports not loaded yet
+  and cuts them into chunks of `SPANCOST_LOAD_CHUNK_OBJECTS` (100);
+  `spans.ingest_spans` is mapped over the chunks, so more Airflow workers load
+  more at once. Chunks that overlap (two runs' lateness windows) still load each
+  object once.
 * **Speed and memory:** `SPANCOST_LOAD_WORKERS` processes (default: the CPU
   count, at most 4; ~150 MiB each, ~400 MiB with the GX gate) decode and
   encode while the task commits; objects of
@@ -123,23 +128,31 @@ def spancost_ingest() -> None:
 
     @task_group(group_id="spans")
     def spans() -> None:
-        """The span exports of the run's interval, S3 to `raw.otel_spans`; asset `spancost://raw/otel_spans`."""
+        """The interval's new span exports, chunked over mapped load tasks; asset `spancost://raw/otel_spans`."""
 
-        @task(execution_timeout=timedelta(minutes=30))
-        def ingest_spans() -> dict[str, int]:
-            """Load the span exports of this run's interval from S3 into raw.otel_spans."""
+        @task(execution_timeout=timedelta(minutes=10))
+        def plan_spans() -> list[list[dict[str, object]]]:
+            """List the interval's new exports and cut them into chunks, one per load task."""
             from spancost import airflow_adapter
 
-            return airflow_adapter.ingest_spans(dict(get_current_context()))
+            return airflow_adapter.plan_spans(dict(get_current_context()))
 
-        @task(outlets=[SPANS])
-        def publish_spans(loaded: dict[str, int]) -> dict[str, int]:
+        @task(execution_timeout=timedelta(minutes=30))
+        def ingest_spans(chunk: list[dict[str, object]]) -> dict[str, int]:
+            """Load one chunk of exports into raw.otel_spans (mapped: one task per chunk)."""
+            from spancost import airflow_adapter
+
+            return airflow_adapter.ingest_span_chunk(dict(get_current_context()), chunk)
+
+        @task(outlets=[SPANS], trigger_rule="none_failed")
+        def publish_spans(loaded: list[dict[str, int]]) -> dict[str, int]:
             """Emit the spans asset when spans landed; skipped (no event) when none did."""
             from spancost import airflow_adapter
 
-            return airflow_adapter.publish_when_new(loaded, "spans_loaded", "spans")
+            total = airflow_adapter.total(loaded)
+            return airflow_adapter.publish_when_new(total, "spans_loaded", "spans")
 
-        publish_spans(ingest_spans())
+        publish_spans(ingest_spans.expand(chunk=plan_spans()))
 
     @task_group(group_id="cost_explorer")
     def cost_explorer() -> None:

@@ -84,7 +84,7 @@ def interval(context: dict[str, Any]) -> tuple[datetime, datetime]:
     return start, end
 
 
-def ingest_spans(context: dict[str, Any]) -> dict[str, int]:
+def _span_settings(context: dict[str, Any]) -> settings.Settings:
     config = settings.from_env()
     params = context.get("params") or {}
     if params.get("lateness_minutes") not in (None, ""):
@@ -96,14 +96,78 @@ def ingest_spans(context: dict[str, Any]) -> dict[str, int]:
         )
     if params.get("validate") is False:
         config = replace(config, validate=False)
+    return config
+
+
+def ingest_spans(context: dict[str, Any]) -> dict[str, int]:
+    """All of the interval's span exports in one task (what ``spancost ingest-spans`` does)."""
     start, end = interval(context)
     run_id = str(context.get("run_id") or uuid.uuid4())
     report = pipeline.ingest_spans(
-        config, s3_client(), start, end, url=database_url(), run_id=run_id
+        _span_settings(context), s3_client(), start, end, url=database_url(), run_id=run_id
     )
     summary = report.summary()
     log.info("spans [%s, %s): %s", start.isoformat(), end.isoformat(), summary)
     return summary
+
+
+def chunk_objects(env: dict[str, str] | None = None) -> int:
+    """Exports per mapped load task: ``SPANCOST_LOAD_CHUNK_OBJECTS`` (default 100)."""
+    raw = (env if env is not None else os.environ).get("SPANCOST_LOAD_CHUNK_OBJECTS", "")
+    try:
+        value = int(raw) if raw.strip() else 100
+    except ValueError:
+        raise ConfigError(f"SPANCOST_LOAD_CHUNK_OBJECTS must be an integer, got {raw!r}") from None
+    if value < 1:
+        raise ConfigError(f"SPANCOST_LOAD_CHUNK_OBJECTS must be 1 or more, got {value}")
+    return value
+
+
+def plan_spans(context: dict[str, Any]) -> list[list[dict[str, Any]]]:
+    """The interval's new span exports, in chunks: one mapped load task each."""
+    start, end = interval(context)
+    chunks = pipeline.plan_span_chunks(
+        _span_settings(context),
+        s3_client(),
+        start,
+        end,
+        url=database_url(),
+        chunk_objects=chunk_objects(),
+    )
+    log.info(
+        "spans [%s, %s): %d new exports in %d chunks",
+        start.isoformat(),
+        end.isoformat(),
+        sum(len(chunk) for chunk in chunks),
+        len(chunks),
+    )
+    return chunks
+
+
+def ingest_span_chunk(context: dict[str, Any], chunk: list[dict[str, Any]]) -> dict[str, int]:
+    """Load one chunk of the plan; a mapped task, so chunks load on as many workers."""
+    start, end = interval(context)
+    run_id = str(context.get("run_id") or uuid.uuid4())
+    report = pipeline.load_span_objects(
+        _span_settings(context),
+        s3_client(),
+        [pipeline.object_from_json(obj) for obj in chunk],
+        url=database_url(),
+        run_id=run_id,
+        batch=f"{start.isoformat()}/{end.isoformat()}",
+    )
+    summary = report.summary()
+    log.info("spans chunk of %d exports: %s", len(chunk), summary)
+    return summary
+
+
+def total(summaries: Any) -> dict[str, int]:
+    """The mapped loads' summaries added up, key by key."""
+    result: dict[str, int] = {}
+    for summary in summaries or []:
+        for key, value in summary.items():
+            result[key] = result.get(key, 0) + int(value)
+    return result
 
 
 SLACK_CONN_ID = "spancost_slack"

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import logging
 import os
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import TYPE_CHECKING, Any
@@ -13,7 +13,7 @@ from spancost import db
 from spancost.settings import Settings
 from spancost.spans.loader import LoadReport, load_objects
 from spancost.spans.normalize import NormalizeSettings
-from spancost.spans.s3layout import list_objects
+from spancost.spans.s3layout import S3Object, list_objects
 
 if TYPE_CHECKING:
     from spancost.billing.cloudwatch import PullResult as InvocationsPull
@@ -51,12 +51,27 @@ def ingest_spans(
     run_id: str,
 ) -> LoadReport:
     """Load every trace export whose partition falls in [start, end) (plus lateness)."""
-    objects = list_objects(s3, settings.spans, start, end)
-    validator = (
-        GxValidator(run_id, f"{start.isoformat()}/{end.isoformat()}", url)
-        if settings.validate
-        else None
+    return load_span_objects(
+        settings,
+        s3,
+        list_objects(s3, settings.spans, start, end),
+        url=url,
+        run_id=run_id,
+        batch=f"{start.isoformat()}/{end.isoformat()}",
     )
+
+
+def load_span_objects(
+    settings: Settings,
+    s3: Any,
+    objects: Sequence[S3Object],
+    *,
+    url: str,
+    run_id: str,
+    batch: str,
+) -> LoadReport:
+    """Load the given trace exports; each in one transaction with its manifest row."""
+    validator = GxValidator(run_id, batch, url) if settings.validate else None
     with db.connect(url, autocommit=True) as conn:  # each object commits on its own
         db.apply_schema(conn)
         return load_objects(
@@ -78,6 +93,64 @@ def ingest_spans(
             stream_bytes=settings.stream_object_bytes,
             stream_chunk_bytes=settings.stream_chunk_bytes,
         )
+
+
+def plan_span_chunks(
+    settings: Settings,
+    s3: Any,
+    start: datetime,
+    end: datetime,
+    *,
+    url: str,
+    chunk_objects: int,
+) -> list[list[dict[str, Any]]]:
+    """The interval's exports not loaded yet (in the manifest with the same etag), in chunks.
+
+    Each chunk is a JSON-safe list of objects for one mapped load task. An object
+    in two chunks (two runs' lateness windows overlap, say) still loads once: the
+    loader commits each object with its manifest row and skips what is there.
+    """
+    if chunk_objects < 1:
+        raise ValueError(f"chunk_objects must be 1 or more, got {chunk_objects}")
+    listed = list_objects(s3, settings.spans, start, end)
+    with db.connect(url) as conn:
+        db.apply_schema(conn)
+        done = {
+            (bucket, key, etag)
+            for bucket, key, etag in conn.execute(
+                "select bucket, key, etag from raw.s3_objects where bucket = %s and key = any(%s)",
+                (settings.spans.bucket, [obj.key for obj in listed]),
+            ).fetchall()
+        }
+    new = [obj for obj in listed if (obj.bucket, obj.key, obj.etag) not in done]
+    log.info("%d new of %d listed exports for [%s, %s)", len(new), len(listed), start, end)
+    return [
+        [object_to_json(obj) for obj in new[i : i + chunk_objects]]
+        for i in range(0, len(new), chunk_objects)
+    ]
+
+
+def object_to_json(obj: S3Object) -> dict[str, Any]:
+    return {
+        "bucket": obj.bucket,
+        "key": obj.key,
+        "etag": obj.etag,
+        "size": obj.size,
+        "last_modified": obj.last_modified.isoformat() if obj.last_modified else None,
+        "partition_time": obj.partition_time.isoformat(),
+    }
+
+
+def object_from_json(data: Mapping[str, Any]) -> S3Object:
+    last_modified = data.get("last_modified")
+    return S3Object(
+        bucket=str(data["bucket"]),
+        key=str(data["key"]),
+        etag=str(data["etag"]),
+        size=int(data["size"]),
+        last_modified=datetime.fromisoformat(last_modified) if last_modified else None,
+        partition_time=datetime.fromisoformat(str(data["partition_time"])),
+    )
 
 
 def sagemaker_regions(env: Mapping[str, str] | None = None) -> tuple[str, ...]:

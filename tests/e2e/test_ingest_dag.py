@@ -114,6 +114,8 @@ def test_ingest_dag_then_dbt_build_gives_the_independent_total(
     monkeypatch.setenv("SPANCOST_SPANS_PREFIX", PREFIX)
     monkeypatch.setenv("SPANCOST_USER_ID_SALT", "e2e-salt")
     monkeypatch.setenv("AIRFLOW_CONN_SPANCOST_POSTGRES", db_url)
+    # Small chunks, so the interval's exports fan out over several mapped load tasks.
+    monkeypatch.setenv("SPANCOST_LOAD_CHUNK_OBJECTS", "4")
 
     from airflow.dag_processing.dagbag import DagBag
 
@@ -125,6 +127,9 @@ def test_ingest_dag_then_dbt_build_gives_the_independent_total(
     assert str(run.state) in ("success", "DagRunState.SUCCESS")
     assert states(run)["spans.publish_spans"] == "success"
     assert span_asset_events() == events + 1
+    loads = [ti for ti in run.get_task_instances() if ti.task_id == "spans.ingest_spans"]
+    assert len(loads) == -(-len(in_interval) // 4) > 1  # one mapped task per chunk of 4
+    assert {str(ti.state).rsplit(".", 1)[-1].lower() for ti in loads} == {"success"}
 
     dbt_build.build(db_url)
     with psycopg.connect(db_url) as conn:
@@ -148,7 +153,7 @@ def test_ingest_dag_then_dbt_build_gives_the_independent_total(
     # a transform for it.
     retry = dag.test(logical_date=T + timedelta(minutes=15))
     assert str(retry.state) in ("success", "DagRunState.SUCCESS")
-    assert states(retry)["spans.ingest_spans"] == "success"
+    assert states(retry)["spans.plan_spans"] == "success"  # it finds nothing new to load
     assert states(retry)["spans.publish_spans"] == "skipped"
     assert span_asset_events() == events + 1
     run = dag.test(logical_date=T + timedelta(minutes=30))

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import os
 from importlib import resources
@@ -38,12 +39,39 @@ def schema_files() -> list[str]:
     ]
 
 
+def _applied_digest(conn: psycopg.Connection[tuple[object, ...]]) -> str | None:
+    row = conn.execute("select to_regclass('ops.schema_version') is not null").fetchone()
+    if not row or not row[0]:
+        return None
+    found = conn.execute("select digest from ops.schema_version").fetchone()
+    return str(found[0]) if found else None
+
+
 def apply_schema(conn: psycopg.Connection[tuple[object, ...]]) -> None:
-    """Create the raw and ops schemas and tables (idempotent, serialised across processes)."""
+    """Create the raw and ops schemas and tables (idempotent, serialised across processes).
+
+    The DDL runs only when it changed since it last ran here (its SHA-256 is kept in
+    ``ops.schema_version``): ``alter table … if not exists`` still takes an exclusive
+    lock, and loads running beside it (mapped tasks, overlapping runs) would
+    deadlock against it.
+    """
+    ddl = schema_files()
+    digest = hashlib.sha256("\n".join(ddl).encode()).hexdigest()
+    with conn.transaction():
+        if _applied_digest(conn) == digest:
+            return
     with conn.transaction():
         conn.execute("select pg_advisory_xact_lock(hashtext('spancost.schema'))")
-        for ddl in schema_files():
-            conn.execute(ddl)
+        if _applied_digest(conn) == digest:
+            return  # another process applied it while this one waited
+        for statement in ddl:
+            conn.execute(statement)
+        conn.execute(
+            "create table if not exists ops.schema_version ("
+            " digest text not null, applied_at timestamptz not null default now())"
+        )
+        conn.execute("delete from ops.schema_version")
+        conn.execute("insert into ops.schema_version (digest) values (%s)", (digest,))
 
 
 BI_ROLE = "spancost_bi"
