@@ -193,6 +193,15 @@ def test_trace_and_agent_rollups_errors_retries_and_latency(s3, db_url: str) -> 
                 " from marts.fct_llm_calls"
             )
         }
+        split = conn.execute(
+            "select input_cost_usd, output_cost_usd, estimated_cost_usd from marts.fct_llm_calls"
+            " where span_id = %s",
+            ["3" * 16],
+        ).fetchone()
+        unequal = conn.execute(
+            "select count(*) from marts.fct_llm_calls"
+            " where input_cost_usd + output_cost_usd is distinct from estimated_cost_usd"
+        ).fetchone()[0]
         daily = conn.execute(
             "select sum(calls), sum(estimated_cost_usd), sum(error_calls), sum(retry_cost_usd)"
             " from marts.agg_pipeline_costs_daily where day = date '2026-01-12'"
@@ -225,6 +234,13 @@ def test_trace_and_agent_rollups_errors_retries_and_latency(s3, db_url: str) -> 
     assert calls["5" * 16][:3] == (False, True, resent)
     assert calls["1" * 16][4] == "supervisor"
     assert daily == (5, total, 1, retry + resent)
+    # The prompt's part and the answer's part of a call's cost add up to it.
+    assert split == (
+        cost("gpt-5.4-mini", uncached=4000, output=0),
+        cost("gpt-5.4-mini", uncached=0, output=400),
+        retry,
+    )
+    assert unequal == 0  # every call, the failed one without usage (0 + 0) included
 
     # `spancost report` prints each mart's cut of the same day, with its window.
     day = (T0.replace(hour=0), T0.replace(hour=0) + timedelta(days=1))

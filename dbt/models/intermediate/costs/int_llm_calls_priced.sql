@@ -465,7 +465,28 @@ costed as (
             )
             * service_tier_factor
             / cast(1000000 as numeric)
-        ) as estimated_cost_usd
+        ) as estimated_cost_usd,
+        -- The same cost split: what the prompt cost (uncached input, cache reads and
+        -- writes) and what the answer cost (output, reasoning at its own price).
+        -- input_cost_usd + output_cost_usd = estimated_cost_usd, exactly.
+        trim_scale(
+            (
+                uncached_input_tokens * input_usd_per_mtok
+                + coalesce(cache_read_tokens, 0) * cache_read_usd_per_mtok
+                + coalesce(cache_creation_tokens, 0) * cache_write_usd_per_mtok
+            )
+            * service_tier_factor
+            / cast(1000000 as numeric)
+        ) as input_cost_usd,
+        trim_scale(
+            (
+                coalesce(output_tokens, 0) * output_usd_per_mtok
+                + coalesce(reasoning_tokens, 0)
+                * (coalesce(reasoning_usd_per_mtok, output_usd_per_mtok) - output_usd_per_mtok)
+            )
+            * service_tier_factor
+            / cast(1000000 as numeric)
+        ) as output_cost_usd
 
     from priced
 
@@ -522,6 +543,8 @@ final as (
         service_tier_factor,
         is_priced,
         estimated_cost_usd,
+        input_cost_usd,
+        output_cost_usd,
         reported_cost_usd
 
     from costed

@@ -99,6 +99,8 @@ final as (
         service_tier_factor,
         is_priced,
         estimated_cost_usd,
+        input_cost_usd,
+        output_cost_usd,
         reported_cost_usd,
         has_usage,
         is_error,
