@@ -12,7 +12,7 @@ export UV_PYTHON_DOWNLOADS := never
 export DBT_SEND_ANONYMOUS_USAGE_STATS := false
 export DO_NOT_TRACK := 1
 
-.PHONY: help venv demo test test-unit lint format bench airflow down clean lock docs
+.PHONY: help venv demo test test-unit lint format bench airflow grafana down clean lock docs
 
 help:
 	@echo "make demo     - generate demo spans, load them, build the marts, print cost per pipeline"
@@ -20,6 +20,7 @@ help:
 	@echo "make lint     - ruff, mypy and sqlfluff"
 	@echo "make bench    - benchmarks, written to bench/RESULTS.md"
 	@echo "make airflow  - Airflow UI on http://127.0.0.1:8080 against the demo data"
+	@echo "make grafana  - the spancost dashboard in a local Grafana (or how to run it)"
 	@echo "make docs     - build the dbt docs site (dbt/target/index.html)"
 	@echo "make down     - stop the private Postgres and the local AWS endpoint"
 	@echo "make lock     - re-resolve requirements.lock from pyproject.toml"
@@ -61,6 +62,17 @@ docs: venv
 
 airflow: venv
 	$(BIN)/spancost airflow --dags-folder $(CURDIR)/dags
+
+grafana:
+	@if command -v grafana >/dev/null 2>&1; then \
+	  echo "Grafana: set SPANCOST_GRAFANA_DB_HOST, _NAME, _USER, _PASSWORD (a login in role spancost_bi)"; \
+	  SPANCOST_GRAFANA_DASHBOARDS=$(CURDIR)/grafana/dashboards \
+	  GF_PATHS_PROVISIONING=$(CURDIR)/grafana/provisioning GF_SERVER_HTTP_ADDR=127.0.0.1 \
+	  grafana server --homepath "$${GRAFANA_HOME:-/usr/share/grafana}"; \
+	else \
+	  echo "No grafana binary on PATH. Run it with docker compose (docker compose --profile grafana up grafana),"; \
+	  echo "or install Grafana and run make grafana again; see README, 'Grafana'."; \
+	fi
 
 down:
 	-@[ -x $(BIN)/spancost ] && $(BIN)/spancost db down

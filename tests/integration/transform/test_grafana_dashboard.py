@@ -41,7 +41,7 @@ def test_every_panel_returns_rows_on_the_demo(tmp_path: Path, db_url: str) -> No
     datasources = yaml.safe_load((PROVISIONING / "datasources" / "spancost.yaml").read_text())
     [source] = datasources["datasources"]
     providers = yaml.safe_load((PROVISIONING / "dashboards" / "spancost.yaml").read_text())
-    assert providers["providers"][0]["options"]["path"] == "/var/lib/grafana/dashboards"
+    assert providers["providers"][0]["options"]["path"] == "${SPANCOST_GRAFANA_DASHBOARDS}"
     panels = dashboard["panels"]
     assert {panel["datasource"]["uid"] for panel in panels} == {source["uid"]}
     titles = {panel["title"] for panel in panels}
