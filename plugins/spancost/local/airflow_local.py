@@ -162,15 +162,19 @@ def run(env: Mapping[str, str]) -> int:
     except _Stop as stop:
         print(f"spancost: {stop}: stopping Airflow", flush=True)
     finally:
-        # Each component leads its own process group: its workers stop with it.
-        for process in processes.values():
-            if process.poll() is None:
-                _signal_group(process, signal.SIGTERM)
-        for process in processes.values():
-            try:
-                process.wait(timeout=30)
-            except subprocess.TimeoutExpired:
-                _signal_group(process, signal.SIGKILL)
-                process.wait()
+        # Each component leads its own process group: its workers stop with it. The
+        # API server goes last: running tasks report their end through it.
+        for group in ([n for n in processes if n != "api-server"], ["api-server"]):
+            for name in group:
+                if name in processes and processes[name].poll() is None:
+                    _signal_group(processes[name], signal.SIGTERM)
+            for name in group:
+                if name not in processes:
+                    continue
+                try:
+                    processes[name].wait(timeout=30)
+                except subprocess.TimeoutExpired:
+                    _signal_group(processes[name], signal.SIGKILL)
+                    processes[name].wait()
     codes = [process.returncode for process in processes.values() if process.returncode]
     return next((code for code in codes if code > 0), 0)
