@@ -111,18 +111,6 @@ def ingest_spans(context: dict[str, Any]) -> dict[str, int]:
     return summary
 
 
-def chunk_objects(env: dict[str, str] | None = None) -> int:
-    """Exports per mapped load task: ``SPANCOST_LOAD_CHUNK_OBJECTS`` (default 100)."""
-    raw = (env if env is not None else os.environ).get("SPANCOST_LOAD_CHUNK_OBJECTS", "")
-    try:
-        value = int(raw) if raw.strip() else 100
-    except ValueError:
-        raise ConfigError(f"SPANCOST_LOAD_CHUNK_OBJECTS must be an integer, got {raw!r}") from None
-    if value < 1:
-        raise ConfigError(f"SPANCOST_LOAD_CHUNK_OBJECTS must be 1 or more, got {value}")
-    return value
-
-
 def plan_spans(context: dict[str, Any]) -> list[list[dict[str, Any]]]:
     """The interval's new span exports, in chunks: one mapped load task each."""
     start, end = interval(context)
@@ -132,7 +120,6 @@ def plan_spans(context: dict[str, Any]) -> list[list[dict[str, Any]]]:
         start,
         end,
         url=database_url(),
-        chunk_objects=chunk_objects(),
     )
     log.info(
         "spans [%s, %s): %d new exports in %d chunks",

@@ -102,16 +102,15 @@ def plan_span_chunks(
     end: datetime,
     *,
     url: str,
-    chunk_objects: int,
 ) -> list[list[dict[str, Any]]]:
     """The interval's exports not loaded yet (in the manifest with the same etag), in chunks.
+
+    A chunk holds ``settings.load_chunk_objects`` exports.
 
     Each chunk is a JSON-safe list of objects for one mapped load task. An object
     in two chunks (two runs' lateness windows overlap, say) still loads once: the
     loader commits each object with its manifest row and skips what is there.
     """
-    if chunk_objects < 1:
-        raise ValueError(f"chunk_objects must be 1 or more, got {chunk_objects}")
     listed = list_objects(s3, settings.spans, start, end)
     with db.connect(url) as conn:
         db.apply_schema(conn)
@@ -124,10 +123,8 @@ def plan_span_chunks(
         }
     new = [obj for obj in listed if (obj.bucket, obj.key, obj.etag) not in done]
     log.info("%d new of %d listed exports for [%s, %s)", len(new), len(listed), start, end)
-    return [
-        [object_to_json(obj) for obj in new[i : i + chunk_objects]]
-        for i in range(0, len(new), chunk_objects)
-    ]
+    size = settings.load_chunk_objects
+    return [[object_to_json(obj) for obj in new[i : i + size]] for i in range(0, len(new), size)]
 
 
 def object_to_json(obj: S3Object) -> dict[str, Any]:

@@ -61,9 +61,15 @@ class Settings:
     stream_object_bytes: int = 8 << 20
     stream_chunk_bytes: int = 16 << 20
     load_workers: int = 0
+    # Exports per mapped span-load task of spancost_ingest (SPANCOST_LOAD_CHUNK_OBJECTS).
+    load_chunk_objects: int = 100
     validate: bool = True
 
     def __post_init__(self) -> None:
+        if self.load_chunk_objects < 1:
+            raise ConfigError(
+                f"SPANCOST_LOAD_CHUNK_OBJECTS must be 1 or more, got {self.load_chunk_objects}"
+            )
         # Deeper values are cut before decoding (otlp.MAX_JSON_DEPTH), so a larger
         # limit could no longer see them and would load them cut short.
         if not 1 <= self.max_attribute_depth <= MAX_ATTRIBUTE_DEPTH:
@@ -150,5 +156,6 @@ def from_env(env: Mapping[str, str] | None = None) -> Settings:
         stream_object_bytes=_int(env, "SPANCOST_STREAM_OBJECT_BYTES", 8 << 20),
         stream_chunk_bytes=_int(env, "SPANCOST_STREAM_CHUNK_BYTES", 16 << 20),
         load_workers=_int(env, "SPANCOST_LOAD_WORKERS", default_load_workers()),
+        load_chunk_objects=_int(env, "SPANCOST_LOAD_CHUNK_OBJECTS", 100),
         validate=env.get("SPANCOST_VALIDATE", "1") not in ("0", "false", "no"),
     )

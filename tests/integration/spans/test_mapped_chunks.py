@@ -29,13 +29,13 @@ def test_racing_chunks_load_every_span_once_and_a_replan_finds_nothing_new(s3, d
     traffic.upload_objects(s3, "spans", objects)
     in_window = [obj for obj in objects if obj.upload_time < T + timedelta(minutes=15)]
     settings = Settings(
-        spans=SpanSource(bucket="spans", prefix=PREFIX), user_id_salt="m", validate=False
+        spans=SpanSource(bucket="spans", prefix=PREFIX),
+        user_id_salt="m",
+        validate=False,
+        load_chunk_objects=3,
     )
     end = T + timedelta(minutes=15)
-    plans = [
-        pipeline.plan_span_chunks(settings, s3, T, end, url=db_url, chunk_objects=3)
-        for _ in range(2)
-    ]
+    plans = [pipeline.plan_span_chunks(settings, s3, T, end, url=db_url) for _ in range(2)]
     assert plans[0] == plans[1] and len(plans[0]) > 2
     assert sum(len(chunk) for chunk in plans[0]) == len(in_window)
 
@@ -67,4 +67,4 @@ def test_racing_chunks_load_every_span_once_and_a_replan_finds_nothing_new(s3, d
     assert rows == distinct == expected
     assert manifest == len(in_window)
     # The next plan of the same interval has nothing left to load.
-    assert pipeline.plan_span_chunks(settings, s3, T, end, url=db_url, chunk_objects=3) == []
+    assert pipeline.plan_span_chunks(settings, s3, T, end, url=db_url) == []
