@@ -27,10 +27,21 @@ Every 15 minutes, loads the OpenTelemetry trace exports that the Collector's
   or whose worker process dies on it twice, is *quarantined*: the manifest
   `raw.s3_objects` keeps its status, reason, `error_type` and `error_location`
   (line and column, or JSON path), and later runs skip it. A span that breaks a
-  rule, or fails the Great Expectations suite `expectations/otel_spans.json`,
-  goes to `ops.rejected_spans` with the reason. Values changed to be storable
-  (NUL, invalid UTF-8, NaN) are counted in the manifest's `changes`. The rest
-  loads; the task fails only when S3 or Postgres fail.
+  row rule goes to `ops.rejected_spans` with the reason. Values changed to be
+  storable (NUL, invalid UTF-8, NaN) are counted in the manifest's `changes`.
+  The rest loads; the load tasks fail only when S3 or Postgres fail.
+* **Write, audit, publish:** with param `validate` on (the default), the run's
+  spans land as one *pending* batch (`ops.load_batches`) that dbt does not read.
+  `spans.validate_spans` then runs the Great Expectations checkpoint
+  `otel_spans` (`expectations/`) on that batch, in SQL inside Postgres. Passed
+  (or only warnings): the batch is published, flagged when warned. A critical
+  expectation failed: the batch stays in raw, quarantined, out of the marts, and
+  the task fails naming the suite and the expectations (its retries too). Every
+  outcome is a row of `ops.validation_results`. A pending batch left by a run
+  that died is audited by the next run, two hours after its last write. Cost
+  Explorer pulls go the same way: each complete pull is a batch, audited by
+  `cost_explorer.validate_costs` with the checkpoint `ce_cost_and_usage`; a
+  quarantined pull is not read, so each period keeps its previous good pull.
 * **Backfill:** trigger with params `start` and `end` (ISO 8601, UTC), or use
   Airflow's backfill; a run always reads its own interval, never "now". A run is
   named by its interval's start and `--to-date` counts in: one hour is
@@ -116,7 +127,11 @@ PRICE_LIST_POOL = "spancost_price_list"
         ),
         "end": Param(None, type=["null", "string"], description="Override interval end (ISO 8601)"),
         "lateness_minutes": Param(None, type=["null", "integer"], minimum=0),
-        "validate": Param(True, type="boolean", description="Run the Great Expectations suite"),
+        "validate": Param(
+            True,
+            type="boolean",
+            description="Audit the landed spans with Great Expectations before dbt reads them",
+        ),
         "force_cost_explorer": Param(False, type="boolean", description="Pull CE even if fresh"),
         "force_price_list": Param(False, type="boolean", description="Pull prices even if fresh"),
     },
@@ -144,15 +159,21 @@ def spancost_ingest() -> None:
 
             return airflow_adapter.ingest_span_chunk(dict(get_current_context()), chunk)
 
-        @task(outlets=[SPANS], trigger_rule="none_failed")
-        def publish_spans(loaded: list[dict[str, int]]) -> dict[str, int]:
-            """Emit the spans asset when spans landed; skipped (no event) when none did."""
+        @task(trigger_rule="none_failed", execution_timeout=timedelta(minutes=15))
+        def validate_spans(loaded: list[dict[str, int]]) -> dict[str, int]:
+            """Audit the run's span batch with GX in SQL; publish or quarantine it."""
             from spancost import airflow_adapter
 
-            total = airflow_adapter.total(loaded)
-            return airflow_adapter.publish_when_new(total, "spans_loaded", "spans")
+            return airflow_adapter.validate_spans(dict(get_current_context()), loaded)
 
-        publish_spans(ingest_spans.expand(chunk=plan_spans()))
+        @task(outlets=[SPANS])
+        def publish_spans(validated: dict[str, int]) -> dict[str, int]:
+            """Emit the spans asset when spans were published; skipped (no event) when none were."""
+            from spancost import airflow_adapter
+
+            return airflow_adapter.publish_when_new(validated, "published", "spans")
+
+        publish_spans(validate_spans(ingest_spans.expand(chunk=plan_spans())))
 
     @task_group(group_id="cost_explorer")
     def cost_explorer() -> None:
@@ -165,14 +186,21 @@ def spancost_ingest() -> None:
 
             return airflow_adapter.refresh_cost_explorer(dict(get_current_context()))
 
-        @task(outlets=[COSTS])
-        def publish_costs(pulled: dict[str, object]) -> dict[str, object]:
-            """Emit the Cost Explorer asset when a pull landed rows; skipped when not due."""
+        @task(execution_timeout=timedelta(minutes=15))
+        def validate_costs(pulled: dict[str, object]) -> dict[str, int]:
+            """Audit the run's Cost Explorer pulls with GX in SQL; publish or quarantine each."""
             from spancost import airflow_adapter
 
-            return airflow_adapter.publish_when_new(pulled, "rows_loaded", "Cost Explorer rows")
+            return airflow_adapter.validate_costs(dict(get_current_context()), pulled)
 
-        publish_costs(pull_cost_explorer())
+        @task(outlets=[COSTS])
+        def publish_costs(validated: dict[str, object]) -> dict[str, object]:
+            """Emit the Cost Explorer asset when a pull was published; skipped when not due."""
+            from spancost import airflow_adapter
+
+            return airflow_adapter.publish_when_new(validated, "published", "Cost Explorer rows")
+
+        publish_costs(validate_costs(pull_cost_explorer()))
 
     @task_group(group_id="prices")
     def prices() -> None:

@@ -141,11 +141,49 @@ def ingest_span_chunk(context: dict[str, Any], chunk: list[dict[str, Any]]) -> d
         [pipeline.object_from_json(obj) for obj in chunk],
         url=database_url(),
         run_id=run_id,
-        batch=f"{start.isoformat()}/{end.isoformat()}",
     )
     summary = report.summary()
     log.info("spans chunk of %d exports: %s", len(chunk), summary)
     return summary
+
+
+def _validating(context: dict[str, Any]) -> bool:
+    """Write-audit-publish is on: param ``validate``, else ``SPANCOST_VALIDATE``."""
+    return _span_settings(context).validate
+
+
+def validate_dataset(context: dict[str, Any], dataset: str, landed: int) -> dict[str, int]:
+    """Audit the run's pending batches of ``dataset`` (and abandoned ones) with GX.
+
+    Returns ``published``: the rows that became readable by dbt. With validation
+    off the loads were read as they landed, so ``landed`` is what was published.
+    A quarantined batch fails the task, naming the suite and the expectations; a
+    retry fails the same way, so the failure stays visible.
+    """
+    if not _validating(context):
+        return {"published": landed, "batches": 0, "flagged": 0}
+    run_id = str(context.get("run_id") or "")
+    audits = pipeline.audit_batches(database_url(), dataset, run_id or None)
+    published = [audit for audit in audits if audit.status == "published"]
+    return {
+        "published": sum(audit.rows for audit in published),
+        "batches": len(published),
+        "flagged": sum(1 for audit in published if audit.flagged),
+    }
+
+
+def validate_spans(context: dict[str, Any], loaded: Any) -> dict[str, int]:
+    """The spans' audit: see :func:`validate_dataset`."""
+    from spancost.validation import batches
+
+    return validate_dataset(context, batches.SPANS, total(loaded).get("spans_loaded", 0))
+
+
+def validate_costs(context: dict[str, Any], pulled: dict[str, Any]) -> dict[str, int]:
+    """The Cost Explorer pulls' audit: see :func:`validate_dataset`."""
+    from spancost.validation import batches
+
+    return validate_dataset(context, batches.COST_EXPLORER, int(pulled.get("rows_loaded") or 0))
 
 
 def total(summaries: Any) -> dict[str, int]:
@@ -239,7 +277,11 @@ def refresh_cost_explorer(context: dict[str, Any]) -> dict[str, Any]:
     _, end = interval(context)
     client = aws_client("ce", region_name="us-east-1", config=aws_requests.client_config())
     report = pipeline.refresh_costs(
-        database_url(), client, end, force=bool(params.get("force_cost_explorer"))
+        database_url(),
+        client,
+        end,
+        force=bool(params.get("force_cost_explorer")),
+        run_id=str(context.get("run_id") or uuid.uuid4()) if _validating(context) else None,
     )
     summary: dict[str, Any] = report.summary()
     return summary

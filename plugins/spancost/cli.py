@@ -18,6 +18,7 @@ from spancost.db import embedded
 from spancost.errors import ConfigError, SpancostError
 from spancost.local import endpoints
 from spancost.transform import dbt_build, report
+from spancost.validation import batches
 
 log = logging.getLogger("spancost")
 
@@ -185,8 +186,10 @@ def cmd_demo(args: argparse.Namespace) -> int:
             cost_explorer.settings_from_env(),
         ),
     )
-    costs = pipeline.refresh_costs(url, _ce(), now)
-    print(f"cost explorer: {costs.summary()}")
+    costs_run = f"demo-{uuid.uuid4()}"
+    costs = pipeline.refresh_costs(url, _ce(), now, run_id=costs_run)
+    audits = pipeline.audit_batches(url, batches.COST_EXPLORER, costs_run)
+    print(f"cost explorer: {costs.summary()}, {len(audits)} pulls audited and published")
     prices = pipeline.refresh_prices(url, _pricing(), now)
     print(f"price list: {sum(r.rows_inserted for r in prices)} new prices, {len(prices)} queries")
     snapshots = pipeline.snapshot_sagemaker(url, _sagemaker_clients(), now)
@@ -241,8 +244,13 @@ def cmd_ingest_spans(args: argparse.Namespace) -> int:
 def cmd_pull_costs(args: argparse.Namespace) -> int:
     from spancost import pipeline
 
-    report = pipeline.refresh_costs(db.database_url(), _ce(), _now(), force=args.force)
+    url = db.database_url()
+    run_id = f"cli-{uuid.uuid4()}" if settings.from_env().validate else None
+    report = pipeline.refresh_costs(url, _ce(), _now(), force=args.force, run_id=run_id)
     print(report.summary())
+    if run_id is not None:
+        audits = pipeline.audit_batches(url, batches.COST_EXPLORER, run_id)
+        print(f"audited {len(audits)} pulls: every one published")
     return 0
 
 
@@ -287,8 +295,12 @@ def cmd_alerts(args: argparse.Namespace) -> int:
 
 
 def cmd_docs(args: argparse.Namespace) -> int:
-    dbt_build.run_dbt(db.database_url(), ["docs", "generate"])
+    from spancost.validation import audit
+
+    url = db.database_url()
+    dbt_build.run_dbt(url, ["docs", "generate"])
     print(f"dbt docs: {dbt_build.project_dir() / 'target' / 'index.html'}")
+    print(f"Great Expectations Data Docs: {audit.build_data_docs(url)}")
     return 0
 
 
@@ -416,7 +428,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.set_defaults(func=cmd_alerts)
 
-    p = sub.add_parser("docs", help="generate the dbt docs site (dbt/target/index.html)")
+    p = sub.add_parser("docs", help="build the dbt docs and the Great Expectations Data Docs")
     p.set_defaults(func=cmd_docs)
 
     p = sub.add_parser("report", help="print the cost per pipeline, model, trace or agent")

@@ -5,40 +5,21 @@ from __future__ import annotations
 import logging
 import os
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
 from spancost import db
 from spancost.settings import Settings
-from spancost.spans.loader import LoadReport, load_objects
+from spancost.spans.loader import LoadReport, already_loaded, load_objects
 from spancost.spans.normalize import NormalizeSettings
 from spancost.spans.s3layout import S3Object, list_objects
+from spancost.validation import batches
 
 if TYPE_CHECKING:
     from spancost.billing.cloudwatch import PullResult as InvocationsPull
+    from spancost.validation.audit import BatchAudit
 
 log = logging.getLogger(__name__)
-
-
-@dataclass(frozen=True)
-class GxValidator:
-    """Runs the Great Expectations suite on a batch and records the outcome.
-
-    A plain picklable object, so worker processes can run the gate themselves.
-    """
-
-    run_id: str
-    batch: str
-    url: str = field(repr=False)
-
-    def __call__(self, rows: Any) -> dict[int, tuple[str, str, str]]:
-        from spancost.validation import gx_gate  # imports great_expectations: slow, so only here
-
-        outcome = gx_gate.validate_rows(rows, gx_gate.default_suite_path())
-        with db.connect(self.url) as conn:
-            gx_gate.record_outcome(conn, run_id=self.run_id, batch=self.batch, outcome=outcome)
-        return outcome.reasons_by_row()
 
 
 def ingest_spans(
@@ -50,15 +31,28 @@ def ingest_spans(
     url: str,
     run_id: str,
 ) -> LoadReport:
-    """Load every trace export whose partition falls in [start, end) (plus lateness)."""
-    return load_span_objects(
-        settings,
-        s3,
-        list_objects(s3, settings.spans, start, end),
-        url=url,
-        run_id=run_id,
-        batch=f"{start.isoformat()}/{end.isoformat()}",
+    """Load every trace export whose partition falls in [start, end) (plus lateness).
+
+    With validation on (``settings.validate``), the spans land as a pending batch
+    and are audited right after (write-audit-publish): see :func:`audit_batches`.
+    """
+    report = load_span_objects(
+        settings, s3, list_objects(s3, settings.spans, start, end), url=url, run_id=run_id
     )
+    if settings.validate:
+        audit_batches(url, batches.SPANS, run_id)
+    return report
+
+
+def audit_batches(url: str, dataset: str, run_id: str | None) -> list[BatchAudit]:
+    """Audit the pending batches of ``dataset`` for ``run_id`` with Great Expectations.
+
+    Raises :class:`spancost.validation.audit.BatchQuarantined` (after every batch
+    was audited) when one failed a critical expectation.
+    """
+    from spancost.validation import audit  # imports great_expectations when there is work
+
+    return audit.audit(url, dataset, run_id, now=datetime.now(UTC))
 
 
 def load_span_objects(
@@ -68,12 +62,17 @@ def load_span_objects(
     *,
     url: str,
     run_id: str,
-    batch: str,
 ) -> LoadReport:
-    """Load the given trace exports; each in one transaction with its manifest row."""
-    validator = GxValidator(run_id, batch, url) if settings.validate else None
+    """Load the given trace exports; each in one transaction with its manifest row.
+
+    With validation on they join the run's pending batch, which staging does not
+    read until :func:`audit_batches` publishes it.
+    """
     with db.connect(url, autocommit=True) as conn:  # each object commits on its own
         db.apply_schema(conn)
+        batch_id = None
+        if settings.validate and len(already_loaded(conn, objects)) < len(objects):
+            batch_id = batches.open_batch(conn, batches.SPANS, run_id)
         return load_objects(
             conn,
             s3,
@@ -88,7 +87,7 @@ def load_span_objects(
             ),
             max_decompressed=settings.max_decompressed_bytes,
             max_ratio=settings.max_compression_ratio,
-            validator=validator,
+            batch_id=batch_id,
             workers=settings.load_workers,
             stream_bytes=settings.stream_object_bytes,
             stream_chunk_bytes=settings.stream_chunk_bytes,
@@ -157,15 +156,26 @@ def sagemaker_regions(env: Mapping[str, str] | None = None) -> tuple[str, ...]:
     return listed or (env.get("AWS_DEFAULT_REGION") or "us-east-1",)
 
 
-def refresh_costs(url: str, ce_client: Any, now: datetime, *, force: bool = False) -> Any:
-    """Pull Cost Explorer when its data is older than the refresh interval (or forced)."""
+def refresh_costs(
+    url: str, ce_client: Any, now: datetime, *, force: bool = False, run_id: str | None = None
+) -> Any:
+    """Pull Cost Explorer when its data is older than the refresh interval (or forced).
+
+    With ``run_id`` each complete pull lands as a pending batch of that run, for
+    :func:`audit_batches` (``batches.COST_EXPLORER``) to publish or quarantine.
+    """
     from spancost.billing import cost_explorer
 
     with db.connect(url) as conn:
         db.apply_schema(conn)
         conn.commit()
         return cost_explorer.refresh(
-            conn, ce_client, cost_explorer.settings_from_env(), now, force=force
+            conn,
+            ce_client,
+            cost_explorer.settings_from_env(),
+            now,
+            force=force,
+            batch_run_id=run_id,
         )
 
 

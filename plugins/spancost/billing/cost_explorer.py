@@ -46,6 +46,7 @@ from psycopg.types.json import Jsonb
 from spancost.billing import aws_requests
 from spancost.billing.aws_requests import ApiRequestError, RetryPolicy
 from spancost.errors import ConfigError, InfrastructureError, SpancostError
+from spancost.validation import batches
 
 log = logging.getLogger(__name__)
 
@@ -637,8 +638,13 @@ def _record_pull(
     settings: CostExplorerSettings,
     started_at: datetime,
     rows: Sequence[CostRow] = (),
+    batch_run_id: str | None = None,
 ) -> None:
-    """The pull row and, when complete, its rows: one transaction."""
+    """The pull row and, when complete, its rows: one transaction.
+
+    With ``batch_run_id`` a complete pull is also a pending write-audit-publish
+    batch of that run, in the same transaction: staging reads it once audited.
+    """
     with conn.transaction():
         conn.execute(
             """
@@ -668,6 +674,8 @@ def _record_pull(
                 result.error,
             ),
         )
+        if batch_run_id is not None and result.status == "complete":
+            batches.register_pending(conn, batches.COST_EXPLORER, str(result.pull_id), batch_run_id)
         if rows:
             with conn.cursor() as cur, cur.copy(_COPY_SQL) as copy:
                 for row in rows:
@@ -702,11 +710,12 @@ def pull(
     granularity: str = "DAILY",
     sleep: Callable[[float], None] = time.sleep,
     rng: random.Random | None = None,
+    batch_run_id: str | None = None,
 ) -> PullResult:
     """Pull one query over one window and land it, or record it as failed (no rows).
 
     Returns the result either way; only a database failure raises
-    (InfrastructureError).
+    (InfrastructureError). With ``batch_run_id`` the pull lands as a pending batch.
     """
     if granularity not in GRANULARITIES:
         raise ConfigError(
@@ -755,7 +764,7 @@ def pull(
         dropped_groups=dropped,
     )
     try:
-        _record_pull(conn, result, query, settings, started_at, rows)
+        _record_pull(conn, result, query, settings, started_at, rows, batch_run_id)
     except psycopg.Error as exc:
         failed = replace(result, status="failed", rows=0, error=f"could not land the rows: {exc}")
         _record_failed(conn, failed, query, settings, started_at)
@@ -797,12 +806,18 @@ def _record_failed(
 
 
 def last_complete(conn: Conn, query_names: Sequence[str] | None = None) -> datetime | None:
-    """When the newest complete pull (of these queries, or of any) finished."""
+    """When the newest complete pull (of these queries, or of any) finished.
+
+    A quarantined pull does not count: its data is not read, so it is not fresh.
+    """
     with conn.transaction():
         row = conn.execute(
             """
             select max(finished_at) from raw.ce_pulls
             where status = 'complete' and (%(names)s::text[] is null or query_name = any(%(names)s))
+              and pull_id::text not in (
+                  select batch_id from ops.load_batches where status = 'quarantined'
+              )
             """,
             {"names": None if query_names is None else list(query_names)},
         ).fetchone()
@@ -841,6 +856,7 @@ def refresh(
     raise_on_failure: bool = True,
     sleep: Callable[[float], None] = time.sleep,
     rng: random.Random | None = None,
+    batch_run_id: str | None = None,
 ) -> RefreshReport:
     """Re-pull the restatement windows of every query that is due; no CE request otherwise.
 
@@ -850,7 +866,8 @@ def refresh(
     (advisory lock) makes this one return ``busy`` without pulling. When a pull
     fails its previous data is kept; the refresh goes on with the others, logs
     the failure, and raises :class:`RefreshFailed` (with the report) at the end,
-    unless ``raise_on_failure`` is false.
+    unless ``raise_on_failure`` is false. With ``batch_run_id`` each complete
+    pull lands as a pending write-audit-publish batch of that run.
     """
     if now.tzinfo is None:
         raise ConfigError(f"refresh: now must be timezone-aware, got {now!r}")
@@ -899,6 +916,7 @@ def refresh(
                         granularity=granularity,
                         sleep=sleep,
                         rng=rng,
+                        batch_run_id=batch_run_id,
                     )
                 )
     finally:

@@ -48,6 +48,7 @@ from spancost.spans.otlp import (
     numbered_lines,
 )
 from spancost.spans.s3layout import S3Object
+from spancost.validation import batches
 
 log = logging.getLogger(__name__)
 
@@ -58,20 +59,16 @@ _COPY_SQL = f"copy raw.otel_spans ({', '.join(COLUMNS)}) from stdin"
 NUL_REPLACED = "nul_replaced"  # counted in changes: NUL cannot be stored in text or jsonb
 
 
-# A validator gets the rows of a batch and returns {row index: reason} for the rows it rejects.
 @dataclass(frozen=True)
 class _Options:
     max_decompressed: int
     max_ratio: int
-    validator: Validator | None
     batch_size: int
     batch_bytes: int
     stream_bytes: int
     stream_chunk_bytes: int
     workers: int
-
-
-Validator = Callable[[Sequence[dict[str, Any]]], dict[int, tuple[str, str, str]]]
+    batch_id: str | None = None  # write-audit-publish: the pending batch the objects join
 
 
 @dataclass
@@ -262,34 +259,6 @@ def infrastructure(exc: BaseException) -> bool:
     return isinstance(exc, psycopg.Error) and not isinstance(exc, psycopg.DataError)
 
 
-def apply_validator(batch: Sequence[PreparedObject], validator: Validator) -> None:
-    """Run a batch-level validator (Great Expectations) and move failing rows aside."""
-    flat = [(prepared, row) for prepared in batch for row in prepared.rows]
-    if not flat:
-        return
-    failures = validator([row for _, row in flat])
-    if not failures:
-        return
-    for prepared in batch:
-        prepared.rows = []
-    for index, (prepared, row) in enumerate(flat):
-        failure = failures.get(index)
-        if failure is None:
-            prepared.rows.append(row)
-            continue
-        reason, column, value = failure
-        prepared.rejections.append(
-            Rejection(
-                trace_id=row["trace_id"],
-                span_id=row["span_id"],
-                reason=reason,
-                field=column,
-                value=value,
-                span={key: row[key] for key in ("name", "attributes", "resource_attributes")},
-            )
-        )
-
-
 def _partition_exists(conn: Conn, day: date) -> bool:
     return conn.execute("select to_regclass(%s)", [f"raw.otel_spans_p{day:%Y%m%d}"]).fetchone() != (
         None,
@@ -478,8 +447,15 @@ def _record(
     error_type: str | None = None,
     error_location: str | None = None,
     changes: Counter[str] | None = None,
+    batch_id: str | None = None,
 ) -> ObjectResult:
-    """Write the object's manifest row (same transaction as its rows)."""
+    """Write the object's manifest row (same transaction as its rows).
+
+    With a ``batch_id`` the row names its write-audit-publish batch, which must
+    still be pending (:func:`spancost.validation.batches.claim_for_write`).
+    """
+    if batch_id is not None:
+        batches.claim_for_write(conn, batch_id)
     counted = {kind: count for kind, count in sorted((changes or {}).items()) if count}
     result = replace(result, changed=sum(counted.values()))
     conn.execute(
@@ -487,8 +463,8 @@ def _record(
         insert into raw.s3_objects
             (bucket, key, etag, size_bytes, last_modified, partition_time,
              status, reason, span_count, rejected_count, loaded_at,
-             error_type, error_location, duplicate_count, changed_count, changes)
-        values (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, now(), %s, %s, %s, %s, %s)
+             error_type, error_location, duplicate_count, changed_count, changes, batch_id)
+        values (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, now(), %s, %s, %s, %s, %s, %s)
         on conflict (bucket, key) do update set
             etag = excluded.etag,
             size_bytes = excluded.size_bytes,
@@ -503,7 +479,8 @@ def _record(
             error_location = excluded.error_location,
             duplicate_count = excluded.duplicate_count,
             changed_count = excluded.changed_count,
-            changes = excluded.changes
+            changes = excluded.changes,
+            batch_id = excluded.batch_id
         """,
         [
             obj.bucket,
@@ -521,6 +498,7 @@ def _record(
             result.duplicates,
             result.changed,
             storable_json(counted) if counted else None,
+            batch_id,
         ],
     )
     if result.status == "quarantined":
@@ -535,7 +513,9 @@ def _record(
     return result
 
 
-def commit_object(conn: Conn, prepared: PreparedObject) -> ObjectResult:
+def commit_object(
+    conn: Conn, prepared: PreparedObject, batch_id: str | None = None
+) -> ObjectResult:
     """Land one sealed object in one transaction; skip it if this etag is already in."""
     obj = prepared.obj
     with conn.transaction():
@@ -561,6 +541,7 @@ def commit_object(conn: Conn, prepared: PreparedObject) -> ObjectResult:
             error_type=prepared.error_type,
             error_location=prepared.error_location,
             changes=prepared.changes,
+            batch_id=batch_id,
         )
 
 
@@ -596,9 +577,8 @@ def prepare_lines(
     etag: str,
     lines: Sequence[tuple[int, bytes]],
     settings: NormalizeSettings,
-    validator: Validator | None,
 ) -> PreparedObject:
-    """Decode, normalise, validate and seal a chunk of a streamed object's JSON lines.
+    """Decode, normalise and seal a chunk of a streamed object's JSON lines.
 
     Runs in a worker process (or in the loading thread when there are no
     workers); a line that is not a trace export raises BadExport naming it.
@@ -618,7 +598,7 @@ def prepare_lines(
         changes=normalized.changes,
         span_keys=[span_key(row) for row in normalized.rows],
     )
-    (sealed,) = _validate_and_seal([part], validator)
+    (sealed,) = _seal([part])
     if sealed.quarantine_reason is not None:
         raise BadExport(
             sealed.quarantine_reason,
@@ -733,7 +713,7 @@ def stream_object(
 
     The body is downloaded and decompressed here and cut into chunks of
     ``options.stream_chunk_bytes`` of JSON lines, which the workers decode,
-    normalise, validate and encode; this thread COPYs the chunks in order, all
+    normalise and encode; this thread COPYs the chunks in order, all
     inside the object's transaction: a kill leaves nothing of it. A decode
     error at any line rolls the chunks back and quarantines the object. An
     object that is not JSON Lines (one big or pretty-printed document,
@@ -744,7 +724,7 @@ def stream_object(
     it starts; when a chunk still needs a new one (spans older than a day),
     the rest of the object is read only to find every missing day, the
     transaction is rolled back, the partitions are made, and the object starts
-    again (its validation results are then recorded twice). When a worker
+    again. When a worker
     dies on a chunk, the object is streamed once more with new workers, and
     quarantined if that dies too.
     """
@@ -771,7 +751,9 @@ def stream_object(
             workers.renew(generation)
             deaths += 1
             if deaths == 2:
-                return commit_object(conn, _worker_died(obj, obj.etag, "streaming"))
+                return commit_object(
+                    conn, _worker_died(obj, obj.etag, "streaming"), options.batch_id
+                )
         except NotJsonLines:
             break
     data, etag = fetch(s3, obj)
@@ -779,12 +761,11 @@ def stream_object(
         [(obj, data, etag)],
         settings,
         options.max_decompressed,
-        options.validator,
         options.max_ratio,
     )
     del data
     partitions.ensure(conn, prepared.days)
-    return commit_object(conn, prepared)
+    return commit_object(conn, prepared, options.batch_id)
 
 
 def _stream_once(
@@ -856,14 +837,12 @@ def _stream_once(
                     chunk.append((number, line))
                     size += len(line)
                     if size >= options.stream_chunk_bytes:
-                        args = (obj, etag, chunk, settings, options.validator)
+                        args = (obj, etag, chunk, settings)
                         in_flight.append(_run(workers, prepare_lines, *args))
                         chunk, size = [], 0
                         write_finished(keep=options.workers)
                 if chunk:
-                    in_flight.append(
-                        _run(workers, prepare_lines, obj, etag, chunk, settings, options.validator)
-                    )
+                    in_flight.append(_run(workers, prepare_lines, obj, etag, chunk, settings))
                 write_finished(keep=0)
                 if absent:
                     raise _MissingPartitions(absent)
@@ -894,6 +873,7 @@ def _stream_once(
             error_type=error_type,
             error_location=location,
             changes=changes,
+            batch_id=options.batch_id,
         )
 
 
@@ -912,44 +892,22 @@ def prepare_batch(
     items: Sequence[tuple[S3Object, bytes, str]],
     settings: NormalizeSettings,
     max_decompressed: int,
-    validator: Validator | None,
     max_ratio: int = 0,
 ) -> list[PreparedObject]:
-    """Decode, normalise, validate and seal a batch of downloaded objects.
+    """Decode, normalise and seal a batch of downloaded objects.
 
-    Runs in a worker process (or in the feeding thread when there are no
-    workers); the validator sees the whole batch at once.
+    Runs in a worker process (or in the feeding thread when there are no workers).
     """
     with gc_paused():
         batch = [
             prepare(obj, data, etag, settings, max_decompressed, max_ratio)
             for obj, data, etag in items
         ]
-    return _validate_and_seal(batch, validator)
+    return _seal(batch)
 
 
-def _validate_and_seal(
-    batch: list[PreparedObject], validator: Validator | None
-) -> list[PreparedObject]:
-    """Run the validator on the batch as a whole, then seal each object.
-
-    When the validator raises on the batch (not for S3 or Postgres), it runs
-    on each object alone, and an object it still raises on is quarantined.
-    An object that cannot be encoded is quarantined too.
-    """
-    if validator is not None:
-        try:
-            apply_validator(batch, validator)
-        except Exception as exc:
-            if infrastructure(exc):
-                raise
-            for prepared in batch:
-                try:
-                    apply_validator([prepared], validator)
-                except Exception as alone:
-                    if infrastructure(alone):
-                        raise
-                    prepared.quarantine_for(alone, "validating")
+def _seal(batch: list[PreparedObject]) -> list[PreparedObject]:
+    """Seal each object; an object that cannot be encoded is quarantined."""
     with gc_paused():
         for prepared in batch:
             try:
@@ -1005,7 +963,7 @@ def _feed(
         if not items:
             return
         batch = list(items)
-        args = (batch, settings, options.max_decompressed, options.validator, options.max_ratio)
+        args = (batch, settings, options.max_decompressed, options.max_ratio)
         items.clear()
         size = 0
         if workers is None:
@@ -1057,7 +1015,7 @@ def _prepared(
             raise
     workers.renew(batch.generation)
     log.warning("a worker died on a batch of %d objects: preparing it again", len(batch.items))
-    args = (settings, options.max_decompressed, options.validator, options.max_ratio)
+    args = (settings, options.max_decompressed, options.max_ratio)
     return _isolate(workers, batch.items, args)
 
 
@@ -1084,19 +1042,19 @@ def load_objects(
     *,
     max_decompressed: int = 1 << 30,
     max_ratio: int = 0,
-    validator: Validator | None = None,
+    batch_id: str | None = None,
     workers: int = 0,
     batch_size: int = 200,
     batch_bytes: int = 2 << 20,
     stream_bytes: int = 8 << 20,
     stream_chunk_bytes: int = 16 << 20,
 ) -> LoadReport:
-    """Fetch, decode, validate and commit each object; returns what happened to each.
+    """Fetch, decode and commit each object; returns what happened to each.
 
     A feeding thread downloads the objects and hands them, in batches of up to
     ``batch_size`` objects or ``batch_bytes`` downloaded bytes, to ``workers``
-    processes (or, with 0, prepares them itself) that decode, normalise,
-    validate and encode them. This thread commits the results in order, one
+    processes (or, with 0, prepares them itself) that decode, normalise
+    and encode them. This thread commits the results in order, one
     object per transaction, so Postgres parses one object's COPY while the
     workers prepare the next. A few batches at most are in flight, so memory
     stays bounded however much a run has to load. An object of
@@ -1123,12 +1081,12 @@ def load_objects(
     options = _Options(
         max_decompressed,
         max_ratio,
-        validator,
         batch_size,
         batch_bytes,
         stream_bytes,
         stream_chunk_bytes,
         workers,
+        batch_id,
     )
     pool = _Workers(workers) if workers > 0 and todo else None
     batches: queue.Queue[_Item] = queue.Queue(max(workers, 1) + 1)
@@ -1151,7 +1109,7 @@ def load_objects(
             for prepared in _prepared(item, pool, settings, options):
                 partitions.ensure(conn, prepared.days)
                 with gc_paused():
-                    results.append(commit_object(conn, prepared))
+                    results.append(commit_object(conn, prepared, options.batch_id))
     finally:
         stop.set()
         feeder.join()

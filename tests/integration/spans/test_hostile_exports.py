@@ -466,7 +466,7 @@ def test_an_object_that_kills_its_worker_is_quarantined_and_the_loader_survives(
 # --- everything at once, through the CLI -----------------------------------------------
 
 
-@pytest.mark.parametrize("validate", ["0", "1"], ids=["gate-off", "gx-gate-on"])
+@pytest.mark.parametrize("validate", ["0", "1"], ids=["validation-off", "audit-on"])
 def test_a_mixed_hostile_batch_loads_in_one_run_with_every_span_accounted_for(
     s3, db_url: str, aws_endpoint: str, validate: str
 ) -> None:
@@ -538,6 +538,10 @@ def test_a_mixed_hostile_batch_loads_in_one_run_with_every_span_accounted_for(
     second = subprocess.run(command, env=env, capture_output=True, timeout=600)
     assert second.returncode == 0, second.stderr.decode()[-3000:]
     assert query(db_url, "select count(*) from raw.otel_spans")[0][0] == landed
+    if validate == "1":
+        # The batch passed the audit; the repeated span made it a flagged one.
+        batches = query(db_url, "select status, flagged, row_count from ops.load_batches")
+        assert batches == [("published", True, landed)]  # the rerun loaded nothing: no batch
 
 
 def test_a_worker_killed_from_outside_loses_nothing(s3, db_url: str) -> None:

@@ -31,7 +31,7 @@ def test_racing_chunks_load_every_span_once_and_a_replan_finds_nothing_new(s3, d
     settings = Settings(
         spans=SpanSource(bucket="spans", prefix=PREFIX),
         user_id_salt="m",
-        validate=False,
+        validate=True,  # each run's chunks share one pending batch
         load_chunk_objects=3,
     )
     end = T + timedelta(minutes=15)
@@ -46,8 +46,7 @@ def test_racing_chunks_load_every_span_once_and_a_replan_finds_nothing_new(s3, d
             s3,
             [pipeline.object_from_json(obj) for obj in chunk],
             url=db_url,
-            run_id=f"race-{number}",
-            batch="race",
+            run_id="race-a" if number < len(plans[0]) else "race-b",  # two runs' plans
         ).summary()
 
     jobs = list(enumerate(plans[0] + plans[1]))
@@ -66,5 +65,19 @@ def test_racing_chunks_load_every_span_once_and_a_replan_finds_nothing_new(s3, d
         ).fetchone()[0]
     assert rows == distinct == expected
     assert manifest == len(in_window)
+    # Each run's mapped chunks joined its one batch; both audits publish every span once.
+    for run in ("race-a", "race-b"):
+        pipeline.audit_batches(db_url, "otel_spans", run)
+    with psycopg.connect(db_url) as conn:
+        published = conn.execute(
+            "select b.run_id, b.status, count(o.key), sum(o.span_count)"
+            " from ops.load_batches b join raw.s3_objects o using (batch_id) group by 1, 2"
+        ).fetchall()
+        unbatched = conn.execute("select count(*) from raw.s3_objects where batch_id is null")
+    assert {status for _, status, _, _ in published} == {"published"}
+    assert {run for run, _, _, _ in published} <= {"race-a", "race-b"}
+    assert sum(objects for _, _, objects, _ in published) == len(in_window)
+    assert sum(spans for _, _, _, spans in published) == expected
+    assert unbatched.fetchone()[0] == 0
     # The next plan of the same interval has nothing left to load.
     assert pipeline.plan_span_chunks(settings, s3, T, end, url=db_url) == []

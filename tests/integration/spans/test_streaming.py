@@ -17,7 +17,7 @@ import psycopg
 import pytest
 import zstandard
 
-from spancost import db, pipeline
+from spancost import db
 from spancost.settings import SpanSource
 from spancost.spans.loader import load_objects
 from spancost.spans.normalize import NormalizeSettings
@@ -189,20 +189,32 @@ def test_a_big_pretty_printed_document_is_loaded_whole(s3, db_url: str) -> None:
     assert fetch(db_url, "select sum(input_tokens) from raw.otel_spans") == [(280,)]
 
 
-def test_the_gx_gate_runs_on_each_streamed_chunk(s3, db_url: str) -> None:
+def test_a_streamed_object_lands_in_its_pending_batch_and_never_in_an_audited_one(
+    s3, db_url: str
+) -> None:
+    from spancost.validation import batches
+
     rng = random.Random(6)
     spans = spans_for(rng, 50)
-    spans[7]["kind"] = 9  # loads in Python, fails the suite's kind set
-    spans[42]["kind"] = 9
     put(s3, gzip.compress(json_lines([request(spans[:25]), request(spans[25:])])), 100000007)
-    validator = pipeline.GxValidator("stream", "chunks", db_url)
+    with db.connect(db_url, autocommit=True) as conn:
+        db.apply_schema(conn)
+        closed = batches.open_batch(conn, batches.SPANS, "stream")
+        conn.execute(
+            "update ops.load_batches set status = 'published' where batch_id = %s", [closed]
+        )
+        pending = batches.open_batch(conn, batches.SPANS, "stream")
+    assert (closed, pending) == ("otel_spans/stream/1", "otel_spans/stream/2")
 
-    report = load(s3, db_url, validator=validator)  # a chunk per line: 25 spans each
-    assert (report.spans, report.rejected) == (48, 2)
-    assert fetch(db_url, "select rows_checked, rows_failed from ops.validation_results") == [
-        (25, 1),
-        (25, 1),
-    ]
+    # An audited batch takes no more rows: the object's transaction rolls back whole.
+    with pytest.raises(batches.BatchClosed, match="otel_spans/stream/1 is published"):
+        load(s3, db_url, batch_id=closed)
+    assert fetch(db_url, "select count(*) from raw.otel_spans") == [(0,)]
+    assert fetch(db_url, "select count(*) from raw.s3_objects") == [(0,)]
+
+    report = load(s3, db_url, batch_id=pending)  # a chunk per line: 25 spans each
+    assert report.spans == 50
+    assert fetch(db_url, "select batch_id, span_count from raw.s3_objects") == [(pending, 50)]
 
 
 def test_worker_processes_stream_chunks_in_order_and_report_bad_lines(s3, db_url: str) -> None:

@@ -1,8 +1,22 @@
 with
 
+unpublished_pulls as (
+
+    -- Write-audit-publish: pulls Great Expectations has not passed yet (pending)
+    -- or failed (quarantined) are not read; a period falls back to the newest
+    -- published pull that covers it.
+    select batch_id
+    from {{ source('ops', 'unpublished_batches') }}
+    where dataset = 'ce_cost_and_usage'
+
+),
+
 source as (
 
     select * from {{ source('raw', 'ce_pulls') }}
+    where cast(pull_id as text) not in (
+        select unpublished_pulls.batch_id from unpublished_pulls
+    )
 
 ),
 

@@ -6,6 +6,29 @@ source as (
 
 ),
 
+unpublished_objects as (
+
+    -- Write-audit-publish: exports whose batch Great Expectations has not passed yet
+    -- (pending) or failed (quarantined). Few rows, so a hashed anti-join.
+    select
+        bucket,
+        key
+    from {{ source('ops', 'unpublished_s3_objects') }}
+
+),
+
+published as (
+
+    select * from source
+    where (source_bucket, source_key) not in (
+        select
+            unpublished_objects.bucket,
+            unpublished_objects.key
+        from unpublished_objects
+    )
+
+),
+
 renamed as (
 
     select
@@ -94,7 +117,7 @@ renamed as (
         extract(epoch from end_time - start_time) * 1000 as duration_ms,
         loaded_at
 
-    from source
+    from published
 
 ),
 
