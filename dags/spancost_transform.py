@@ -20,6 +20,13 @@ Astronomer Cosmos, one Airflow task per dbt model, seed and test.
   `SPANCOST_ALERT_WEBHOOK_URL` is set, as one JSON POST each; and to Slack when
   the connection `spancost_slack` (type `slackwebhook`) exists. A failed delivery
   does not fail the run; the next run retries it.
+* **Mart checks:** `check_marts`, beside `alerts`, runs the Great Expectations
+  checkpoint `pipeline_cost_profile` (`expectations/`) on
+  `marts.rpt_pipeline_cost_profile`: each pipeline's newest whole day against its
+  trailing 14 days. A cost more than 4 standard deviations above the trailing
+  mean, or a 90% drop in calls, is a failed warning: recorded in
+  `ops.validation_results` (dataset `marts`) and in the task's log and return
+  value; it does not fail the run. A failed critical expectation does.
 * **Paused?** Under `make airflow` the DAGs start active. Elsewhere Airflow's
   default (`dags_are_paused_at_creation`) leaves a new DAG paused, and a run
   triggered then waits, queued, until the DAG is switched on (the toggle beside
@@ -32,7 +39,7 @@ import sys
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
-from airflow.sdk import Asset, Param, task
+from airflow.sdk import Asset, Param, get_current_context, task
 from cosmos import DbtDag, ExecutionConfig, ProfileConfig, ProjectConfig, RenderConfig
 from cosmos.constants import LoadMode, TestBehavior
 from cosmos.profiles import PostgresUserPasswordProfileMapping
@@ -95,7 +102,16 @@ with spancost_transform:
 
         return airflow_adapter.send_alerts()
 
-    tell = alerts()
+    @task
+    def check_marts() -> dict[str, object]:
+        """Great Expectations on the marts (checkpoint pipeline_cost_profile); warnings logged."""
+        from spancost import airflow_adapter
+
+        return airflow_adapter.check_marts(dict(get_current_context()))
+
+    finals = [alerts(), check_marts()]
+    ends = {final.operator.task_id for final in finals}
     for node in list(spancost_transform.tasks):
-        if node.task_id != tell.operator.task_id and not node.downstream_list:
-            node >> tell
+        if node.task_id not in ends and not node.downstream_list:
+            for final in finals:
+                node >> final

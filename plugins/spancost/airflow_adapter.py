@@ -244,6 +244,14 @@ def send_alerts() -> dict[str, Any]:
     return result.summary()
 
 
+def check_marts(context: dict[str, Any]) -> dict[str, Any]:
+    """The marts' Great Expectations checkpoints after the build (``spancost check-marts``)."""
+    checked = pipeline.check_marts(database_url(), str(context.get("run_id") or uuid.uuid4()))
+    return {
+        audited.batch_id: [outcome.describe() for outcome in audited.failed] for audited in checked
+    }
+
+
 def dbt_build(context: dict[str, Any]) -> None:
     """``dbt build`` over the run's window (the incremental models honour start/end vars)."""
     params = context.get("params") or {}

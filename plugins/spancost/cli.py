@@ -210,9 +210,11 @@ def cmd_demo(args: argparse.Namespace) -> int:
             "anomaly_min_cost_usd": DEMO_ANOMALY_MIN_COST_USD,
         },
     )
-    print(
-        f"dbt build: ok (anomaly_min_cost_usd {DEMO_ANOMALY_MIN_COST_USD} at the demo's volume)\n"
-    )
+    print(f"dbt build: ok (anomaly_min_cost_usd {DEMO_ANOMALY_MIN_COST_USD} at the demo's volume)")
+    for audited in pipeline.check_marts(url, f"demo-{uuid.uuid4()}"):
+        failed = [outcome.describe() for outcome in audited.failed]
+        print(f"marts check {audited.batch_id}: {'; '.join(failed) or 'every expectation passed'}")
+    print()
     for view in report.VIEWS:
         if view == "idle":
             # The demo's endpoint exists from now on (moto creates it now): every day.
@@ -292,6 +294,16 @@ def cmd_alerts(args: argparse.Namespace) -> int:
     result = alerts.run(db.database_url(), lookback_hours=args.lookback_hours, slack=slack_sender)
     print(f"alerts: {result.summary()}")
     return 1 if any(result.failed.values()) else 0
+
+
+def cmd_check_marts(args: argparse.Namespace) -> int:
+    from spancost import pipeline
+
+    checked = pipeline.check_marts(db.database_url(), f"cli-{uuid.uuid4()}")
+    for audited in checked:
+        failed = [outcome.describe() for outcome in audited.failed]
+        print(f"{audited.batch_id}: {'; '.join(failed) if failed else 'every expectation passed'}")
+    return 0
 
 
 def cmd_docs(args: argparse.Namespace) -> int:
@@ -427,6 +439,11 @@ def build_parser() -> argparse.ArgumentParser:
         help="send anomalies of this many hours before the newest data (default 48)",
     )
     p.set_defaults(func=cmd_alerts)
+
+    p = sub.add_parser(
+        "check-marts", help="run the Great Expectations checkpoints on the marts (after transform)"
+    )
+    p.set_defaults(func=cmd_check_marts)
 
     p = sub.add_parser("docs", help="build the dbt docs and the Great Expectations Data Docs")
     p.set_defaults(func=cmd_docs)

@@ -55,6 +55,13 @@ def audit_batches(url: str, dataset: str, run_id: str | None) -> list[BatchAudit
     return audit.audit(url, dataset, run_id, now=datetime.now(UTC))
 
 
+def check_marts(url: str, run_id: str) -> list[BatchAudit]:
+    """The Great Expectations checkpoints on the marts, after a build (warnings logged)."""
+    from spancost.validation import audit  # imports great_expectations
+
+    return audit.check_marts(url, run_id)
+
+
 def load_span_objects(
     settings: Settings,
     s3: Any,

@@ -95,7 +95,7 @@ class BatchAudit:
     batch_id: str
     dataset: str
     suite: str
-    status: str  # published or quarantined
+    status: str  # published or quarantined (a batch); passed or failed (a marts check)
     rows: int
     outcomes: tuple[ExpectationOutcome, ...]
 
@@ -105,7 +105,7 @@ class BatchAudit:
 
     @property
     def flagged(self) -> bool:
-        return bool(self.failed) and self.status == "published"
+        return bool(self.failed) and self.status in ("published", "passed")
 
     @property
     def reason(self) -> str | None:
@@ -302,17 +302,31 @@ def _run_checkpoint(
 ) -> list[ExpectationOutcome]:
     from great_expectations.core.run_identifier import RunIdentifier
 
+    # GX's file store refuses '/' in its keys.
+    run_id = RunIdentifier(run_name=run_name.replace("/", "~").replace("\\", "~"))
     try:
-        checkpoint = context.checkpoints.get(name)
-        result = checkpoint.run(
-            expectation_parameters=dict(parameters),
-            # GX's file store refuses '/' in its keys.
-            run_id=RunIdentifier(run_name=run_name.replace("/", "~").replace("\\", "~")),
+        # The checkpoint gives the verdicts alone (result format BOOLEAN_ONLY): one
+        # aggregate query covers every column expectation.
+        result = context.checkpoints.get(name).run(
+            expectation_parameters=dict(parameters), run_id=run_id
         )
+        suite_results = list(result.run_results.values())
+        if not result.success or any(
+            _exception_message(i.exception_info) for r in suite_results for i in r.results
+        ):
+            # Something failed: its validation definition again, with a sample of the
+            # values that failed (a query per expectation, so only now).
+            suite_results = [
+                context.validation_definitions.get(name).run(
+                    expectation_parameters=dict(parameters),
+                    result_format="SUMMARY",
+                    run_id=run_id,
+                )
+            ]
     except Exception as exc:  # a missing checkpoint, a bad suite, a broken datasource
         raise SuiteError(f"checkpoint {name}: cannot run: {exc}") from exc
     outcomes: list[ExpectationOutcome] = []
-    for suite_result in result.run_results.values():
+    for suite_result in suite_results:
         for position, item in enumerate(suite_result.results):
             config = item.expectation_config
             if config is None:
@@ -349,6 +363,15 @@ def _run_checkpoint(
 
 def _record(conn: batches.Conn, audited: BatchAudit, run_id: str) -> None:
     """The outcomes into ops.validation_results and the verdict onto the batch."""
+    _record_outcomes(conn, audited, run_id)
+    conn.execute(
+        "update ops.load_batches set status = %s, flagged = %s, row_count = %s, reason = %s,"
+        " audited_at = now() where batch_id = %s",
+        [audited.status, audited.flagged, audited.rows, audited.reason, audited.batch_id],
+    )
+
+
+def _record_outcomes(conn: batches.Conn, audited: BatchAudit, run_id: str) -> None:
     conn.cursor().executemany(
         """
         insert into ops.validation_results
@@ -375,11 +398,51 @@ def _record(conn: batches.Conn, audited: BatchAudit, run_id: str) -> None:
             for outcome in audited.outcomes
         ],
     )
-    conn.execute(
-        "update ops.load_batches set status = %s, flagged = %s, row_count = %s, reason = %s,"
-        " audited_at = now() where batch_id = %s",
-        [audited.status, audited.flagged, audited.rows, audited.reason, audited.batch_id],
-    )
+
+
+# The marts' checkpoints, run after dbt: (checkpoint, relation checked).
+MART_CHECKPOINTS = (("pipeline_cost_profile", "marts.rpt_pipeline_cost_profile"),)
+
+
+class MartsCheckFailed(SpancostError):
+    """A critical expectation on the marts failed; the message names each."""
+
+
+def check_marts(
+    url: str, run_id: str, *, context: AbstractDataContext | None = None
+) -> list[BatchAudit]:
+    """Run the marts' checkpoints (what dbt tests express badly) after a build.
+
+    Each outcome is recorded in ``ops.validation_results`` (dataset ``marts``,
+    batch ``<checkpoint>/<newest day>``). Failed warnings (a pipeline's day far
+    above its trailing days, a 90% volume drop) are logged and returned; a failed
+    critical expectation raises MartsCheckFailed after everything was recorded.
+    """
+    context = context or load_context(url)
+    checked: list[BatchAudit] = []
+    with db.connect(url, autocommit=True) as conn:
+        db.apply_schema(conn)
+        for name, relation in MART_CHECKPOINTS:
+            found = conn.execute(f"select count(*), max(day) from {relation}").fetchone()  # noqa: S608
+            rows, day = (int(str(found[0])), found[1]) if found else (0, None)
+            outcomes = _run_checkpoint(context, name, {}, f"{name}/{day}")
+            critical = [o for o in outcomes if not o.success and o.severity == REJECTING_SEVERITY]
+            audited = BatchAudit(
+                batch_id=f"{name}/{day or 'empty'}",
+                dataset="marts",
+                suite=name,
+                status="failed" if critical else "passed",
+                rows=rows,
+                outcomes=tuple(outcomes),
+            )
+            _record_outcomes(conn, audited, run_id)
+            if audited.failed:
+                log.warning("marts check %s on %s: %s", name, day, audited.reason)
+            checked.append(audited)
+    failed = [audited for audited in checked if audited.status == "failed"]
+    if failed:
+        raise MartsCheckFailed("; ".join(f"{a.batch_id}: {a.reason}" for a in failed))
+    return checked
 
 
 def _warn_when_nothing_landed(conn: batches.Conn, dataset: str, run_id: str, now: datetime) -> None:
