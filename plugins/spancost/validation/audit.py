@@ -194,6 +194,8 @@ def audit(
         elif run_id is not None and dataset == batches.SPANS:
             # Spans are expected every interval; Cost Explorer only when it was due.
             _warn_when_nothing_landed(conn, dataset, run_id, now)
+        if done:
+            prune_results(context_dir(), now)
         quarantined = {a.batch_id: a.reason or "" for a in done if a.status == "quarantined"}
         if run_id is not None:
             # A retry of the run's audit fails as the first try did.
@@ -256,6 +258,25 @@ def _audit_batch(
         audited.reason or "every expectation passed",
     )
     return audited
+
+
+def prune_results(root: Path, now: datetime) -> int:
+    """Delete GX's stored validation results older than ``SPANCOST_GX_KEEP_DAYS`` (14).
+
+    Each audit stores one result file (Data Docs show them); a 15-minute schedule
+    would otherwise keep 35,000 a year. ``ops.validation_results`` keeps every
+    outcome. Returns how many run folders were deleted.
+    """
+    import shutil
+
+    cutoff = (now - timedelta(days=_env_int("SPANCOST_GX_KEEP_DAYS", 14))).timestamp()
+    deleted = 0
+    # uncommitted/validations/<suite>/<run name>/<run time>/<batch>.json
+    for run_time in (root / "uncommitted" / "validations").glob("*/*/*"):
+        if run_time.is_dir() and run_time.stat().st_mtime < cutoff:
+            shutil.rmtree(run_time, ignore_errors=True)
+            deleted += 1
+    return deleted
 
 
 def _row_count(conn: batches.Conn, batch: batches.Batch) -> int:

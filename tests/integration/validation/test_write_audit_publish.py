@@ -188,3 +188,19 @@ def test_validation_off_publishes_at_once_and_writes_no_batch(s3, db_url: str) -
     dbt_build.run_dbt(db_url, ["run", "--select", "stg_otel__spans"])
     assert rows(db_url, "select count(*) from ops.load_batches") == [(0,)]
     assert rows(db_url, "select count(*) from staging.stg_otel__spans") == [(3,)]
+
+
+def test_stored_gx_results_older_than_the_keep_days_are_pruned(tmp_path: Path) -> None:
+    import os
+
+    from spancost.validation.audit import prune_results
+
+    now = datetime(2026, 3, 1, tzinfo=UTC)
+    old = tmp_path / "uncommitted/validations/otel_spans/run-1/20260101T000000Z"
+    new = tmp_path / "uncommitted/validations/otel_spans/run-2/20260228T000000Z"
+    for folder, when in ((old, now - timedelta(days=15)), (new, now - timedelta(days=1))):
+        folder.mkdir(parents=True)
+        (folder / "batch.json").write_text("{}")
+        os.utime(folder, (when.timestamp(), when.timestamp()))
+    assert prune_results(tmp_path, now) == 1
+    assert not old.exists() and (new / "batch.json").exists()
