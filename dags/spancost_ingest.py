@@ -72,7 +72,9 @@ Every 15 minutes, loads the OpenTelemetry trace exports that the Collector's
   after its source's task, and only when new rows landed: with nothing new
   (a backfill run over loaded objects, Cost Explorer not due) the `publish_*`
   task is skipped and no asset event is emitted. Spans and Cost Explorer
-  results schedule `spancost_transform`.
+  results schedule `spancost_transform`. The spans event's extra holds the
+  published spans' time range (`spans_from`, `spans_to`), so the transform it
+  triggers rebuilds the days of spans older than its lookback (a backfill).
 * **Paused?** Under `make airflow` the DAGs start active. Elsewhere Airflow's
   default (`dags_are_paused_at_creation`) leaves a new DAG paused, and a run
   triggered then waits, queued, until the DAG is switched on (the toggle beside
@@ -160,18 +162,18 @@ def spancost_ingest() -> None:
             return airflow_adapter.ingest_span_chunk(dict(get_current_context()), chunk)
 
         @task(trigger_rule="none_failed", execution_timeout=timedelta(minutes=15))
-        def validate_spans(loaded: list[dict[str, int]]) -> dict[str, int]:
+        def validate_spans(loaded: list[dict[str, int]]) -> dict[str, object]:
             """Audit the run's span batch with GX in SQL; publish or quarantine it."""
             from spancost import airflow_adapter
 
             return airflow_adapter.validate_spans(dict(get_current_context()), loaded)
 
         @task(outlets=[SPANS])
-        def publish_spans(validated: dict[str, int]) -> dict[str, int]:
-            """Emit the spans asset when spans were published; skipped (no event) when none were."""
+        def publish_spans(validated: dict[str, object]) -> dict[str, object]:
+            """Emit the spans asset (extra: the spans' time range) when spans were published."""
             from spancost import airflow_adapter
 
-            return airflow_adapter.publish_when_new(validated, "published", "spans")
+            return airflow_adapter.publish_spans(dict(get_current_context()), validated)
 
         publish_spans(validate_spans(ingest_spans.expand(chunk=plan_spans())))
 

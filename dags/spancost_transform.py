@@ -9,7 +9,11 @@ Astronomer Cosmos, one Airflow task per dbt model, seed and test.
   or by hand.
 * **Window:** incremental marts reprocess the last `lookback_hours` (dbt var,
   default 48). For a backfill, trigger with params `start_time` and `end_time`
-  (ISO 8601, UTC); they become the dbt vars of the same name.
+  (ISO 8601, UTC); they become the dbt vars of the same name. A run triggered by
+  `spancost_ingest` runs that published spans older than the lookback (a backfill
+  of last Tuesday) rebuilds whole UTC days from the oldest of those spans to the
+  newest span of the triggering runs, so those days' marts are rebuilt too; the
+  range comes from each asset event's extra (`spans_from`, `spans_to`).
 * **Profile:** built by Cosmos from the Airflow connection `spancost_postgres`.
 * **Output:** `marts.agg_pipeline_costs_hourly` and the other marts; their
   documentation is the dbt docs site (`dbt docs generate`).
@@ -43,6 +47,8 @@ from airflow.sdk import Asset, Param, get_current_context, task
 from cosmos import DbtDag, ExecutionConfig, ProfileConfig, ProjectConfig, RenderConfig
 from cosmos.constants import LoadMode, TestBehavior
 from cosmos.profiles import PostgresUserPasswordProfileMapping
+
+from spancost.transform import window
 
 DBT_PROJECT = Path(__file__).resolve().parents[1] / "dbt"
 SPANS = Asset("spancost://raw/otel_spans")
@@ -84,11 +90,16 @@ spancost_transform = DbtDag(
         # Tests between two models (relationships) run once both are built.
         should_detach_multiple_parents_tests=True,
     ),
+    # The window: params by hand, else the days of old spans the triggering ingest
+    # runs published (spancost.transform.window), else dbt's lookback.
+    user_defined_macros={"spancost_dbt_var": window.dbt_var},
     operator_args={
         "install_deps": False,
         "vars": {
-            "start_time": "{{ params.start_time }}",
-            "end_time": "{{ params.end_time }}",
+            "start_time": (
+                "{{ spancost_dbt_var(triggering_asset_events, 'start', params.start_time) }}"
+            ),
+            "end_time": "{{ spancost_dbt_var(triggering_asset_events, 'end', params.end_time) }}",
         },
     },
 )

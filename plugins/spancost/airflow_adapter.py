@@ -22,6 +22,7 @@ from spancost.transform import dbt_build as marts
 log = logging.getLogger(__name__)
 
 POSTGRES_CONN_ID = "spancost_postgres"
+SPANS_ASSET = "spancost://raw/otel_spans"
 AWS_CONN_ID = "aws_default"
 # CloudWatch datapoints arrive minutes late: each run re-pulls the hours this far back.
 INVOCATIONS_LOOKBACK = timedelta(hours=3)
@@ -172,11 +173,38 @@ def validate_dataset(context: dict[str, Any], dataset: str, landed: int) -> dict
     }
 
 
-def validate_spans(context: dict[str, Any], loaded: Any) -> dict[str, int]:
-    """The spans' audit: see :func:`validate_dataset`."""
+def validate_spans(context: dict[str, Any], loaded: Any) -> dict[str, Any]:
+    """The spans' audit (see :func:`validate_dataset`), with the published spans' time range.
+
+    ``spans_from``/``spans_to`` (ISO, UTC) span the start times of the spans the
+    audit published; the asset event carries them, so a transform it triggers
+    rebuilds old days a backfill loaded (spancost.transform.window).
+    """
     from spancost.validation import batches
 
-    return validate_dataset(context, batches.SPANS, total(loaded).get("spans_loaded", 0))
+    validated: dict[str, Any] = dict(
+        validate_dataset(context, batches.SPANS, total(loaded).get("spans_loaded", 0))
+    )
+    run_id = str(context.get("run_id") or "")
+    if validated.get("batches") and run_id:
+        first, last = pipeline.published_span_range(database_url(), run_id)
+        if first is not None and last is not None:
+            validated |= {"spans_from": first.isoformat(), "spans_to": last.isoformat()}
+    return validated
+
+
+def publish_spans(context: dict[str, Any], validated: dict[str, Any]) -> dict[str, Any]:
+    """Emit the spans asset, its extra the published spans' range; skip when none were."""
+    from airflow.sdk import Asset
+
+    summary = publish_when_new(validated, "published", "spans")
+    if summary.get("spans_from"):
+        context["outlet_events"][Asset(SPANS_ASSET)].extra = {
+            "spans_from": summary["spans_from"],
+            "spans_to": summary["spans_to"],
+            "spans": summary["published"],
+        }
+    return summary
 
 
 def validate_costs(context: dict[str, Any], pulled: dict[str, Any]) -> dict[str, int]:

@@ -55,6 +55,26 @@ def audit_batches(url: str, dataset: str, run_id: str | None) -> list[BatchAudit
     return audit.audit(url, dataset, run_id, now=datetime.now(UTC))
 
 
+def published_span_range(url: str, run_id: str) -> tuple[datetime | None, datetime | None]:
+    """The first and last start time of the spans in the run's published batches."""
+    with db.connect(url) as conn:
+        found = conn.execute(
+            """
+            select min(spans.start_time), max(spans.start_time)
+            from raw.s3_objects as objects
+            inner join ops.load_batches as batches
+                on batches.batch_id = objects.batch_id
+            inner join raw.otel_spans as spans
+                on spans.source_bucket = objects.bucket and spans.source_key = objects.key
+            where batches.run_id = %s and batches.dataset = %s and batches.status = 'published'
+            """,
+            [run_id, batches.SPANS],
+        ).fetchone()
+    if found is None or not isinstance(found[0], datetime) or not isinstance(found[1], datetime):
+        return None, None
+    return found[0], found[1]
+
+
 def check_marts(url: str, run_id: str) -> list[BatchAudit]:
     """The Great Expectations checkpoints on the marts, after a build (warnings logged)."""
     from spancost.validation import audit  # imports great_expectations

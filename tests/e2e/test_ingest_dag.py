@@ -95,6 +95,21 @@ def span_asset_events() -> int:
         )
 
 
+def newest_span_event_extra() -> dict:
+    from airflow.models.asset import AssetEvent, AssetModel
+    from airflow.utils.session import create_session
+
+    with create_session() as session:
+        event = (
+            session.query(AssetEvent)
+            .join(AssetModel, AssetEvent.asset_id == AssetModel.id)
+            .filter(AssetModel.uri == "spancost://raw/otel_spans")
+            .order_by(AssetEvent.id.desc())
+            .first()
+        )
+        return dict(event.extra or {})
+
+
 def states(run) -> dict[str, str]:
     return {ti.task_id: str(ti.state).rsplit(".", 1)[-1].lower() for ti in run.get_task_instances()}
 
@@ -143,7 +158,16 @@ def test_ingest_dag_then_dbt_build_gives_the_independent_total(
             ).fetchall()
         )
         loaded_objects = conn.execute("select count(*) from raw.s3_objects").fetchone()[0]
+        first, last, spans = conn.execute(
+            "select min(start_time), max(start_time), count(*) from raw.otel_spans"
+        ).fetchone()
     assert loaded_objects == len(in_interval)
+    # The audit published the run's batch; the event says which spans it brought.
+    assert newest_span_event_extra() == {
+        "spans_from": first.isoformat(),
+        "spans_to": last.isoformat(),
+        "spans": spans,
+    }
     assert mart_calls == calls
     assert mart_total == total
     assert mart_pipelines == per_pipeline
