@@ -42,6 +42,9 @@ Every 15 minutes, loads the OpenTelemetry trace exports that the Collector's
   Explorer pulls go the same way: each complete pull is a batch, audited by
   `cost_explorer.validate_costs` with the checkpoint `ce_cost_and_usage`; a
   quarantined pull is not read, so each period keeps its previous good pull.
+  CloudWatch pulls too (`cloudwatch.validate_invocations`, checkpoint
+  `sagemaker_invocations_hourly`): the hours a quarantined pull wrote are not
+  read until a later good pull writes them again.
 * **Backfill:** trigger with params `start` and `end` (ISO 8601, UTC), or use
   Airflow's backfill; a run always reads its own interval, never "now". A run is
   named by its interval's start and `--to-date` counts in: one hour is
@@ -255,14 +258,21 @@ def spancost_ingest() -> None:
 
             return airflow_adapter.pull_sagemaker_invocations(dict(get_current_context()))
 
-        @task(outlets=[INVOCATIONS])
-        def publish_invocations(pulled: dict[str, int]) -> dict[str, int]:
-            """Emit the invocations asset when endpoint-hours landed."""
+        @task(execution_timeout=timedelta(minutes=15))
+        def validate_invocations(pulled: dict[str, int]) -> dict[str, int]:
+            """Audit the run's CloudWatch pulls with GX in SQL; publish or quarantine each."""
             from spancost import airflow_adapter
 
-            return airflow_adapter.publish_when_new(pulled, None, "endpoint invocations")
+            return airflow_adapter.validate_invocations(dict(get_current_context()), pulled)
 
-        publish_invocations(pull_sagemaker_invocations())
+        @task(outlets=[INVOCATIONS])
+        def publish_invocations(validated: dict[str, int]) -> dict[str, int]:
+            """Emit the invocations asset when endpoint-hours were published."""
+            from spancost import airflow_adapter
+
+            return airflow_adapter.publish_when_new(validated, "published", "endpoint invocations")
+
+        publish_invocations(validate_invocations(pull_sagemaker_invocations()))
 
     spans()
     cost_explorer()

@@ -364,9 +364,21 @@ def pull_sagemaker_invocations(context: dict[str, Any]) -> dict[str, int]:
         for region in pipeline.sagemaker_regions()
     }
     results = pipeline.pull_endpoint_invocations(
-        database_url(), clients, start - INVOCATIONS_LOOKBACK, end
+        database_url(),
+        clients,
+        start - INVOCATIONS_LOOKBACK,
+        end,
+        run_id=str(context.get("run_id") or uuid.uuid4()) if _validating(context) else None,
     )
     failed = [result for result in results if result.status != "complete"]
     if failed:
         raise cloudwatch.PullFailed(failed)
     return {result.region: result.rows for result in results}
+
+
+def validate_invocations(context: dict[str, Any], pulled: dict[str, int]) -> dict[str, int]:
+    """The CloudWatch pulls' audit: see :func:`validate_dataset`."""
+    from spancost.validation import batches
+
+    landed = sum(value for value in pulled.values() if isinstance(value, int))
+    return validate_dataset(context, batches.INVOCATIONS, landed)

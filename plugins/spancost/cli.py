@@ -194,9 +194,11 @@ def cmd_demo(args: argparse.Namespace) -> int:
     print(f"price list: {sum(r.rows_inserted for r in prices)} new prices, {len(prices)} queries")
     snapshots = pipeline.snapshot_sagemaker(url, _sagemaker_clients(), now)
     print(f"sagemaker: {sum(r.endpoints for r in snapshots)} endpoints snapshotted")
+    invocations_run = f"demo-{uuid.uuid4()}"
     invocations = pipeline.pull_endpoint_invocations(
-        url, _sagemaker_clients("cloudwatch"), first, now
+        url, _sagemaker_clients("cloudwatch"), first, now, run_id=invocations_run
     )
+    pipeline.audit_batches(url, batches.INVOCATIONS, invocations_run)
     print(f"cloudwatch: {sum(r.rows for r in invocations)} endpoint-hours with invocations")
 
     # Rebuild the marts of the demo's days, whatever the lookback would reach. At the

@@ -243,6 +243,8 @@ def pull_endpoint_invocations(
     cloudwatch_clients: Mapping[str, Any],
     window_start: datetime,
     window_end: datetime,
+    *,
+    run_id: str | None = None,
 ) -> list[InvocationsPull]:
     """Hourly invocations of each region's SageMaker endpoints from CloudWatch.
 
@@ -250,7 +252,8 @@ def pull_endpoint_invocations(
     made with ``config=aws_requests.client_config()``. The endpoint variants are those
     snapshotted in the region within a day of the window; a region without any
     records an empty pull and makes no request. A throttled pull is returned as
-    failed (its hours keep their values); other failures raise.
+    failed (its hours keep their values); other failures raise. With ``run_id``
+    each complete pull lands as a pending batch of that run (``audit_batches``).
     """
     from spancost.billing import cloudwatch
     from spancost.errors import ConfigError
@@ -272,6 +275,7 @@ def pull_endpoint_invocations(
                     endpoints=endpoints,
                     window_start=window_start,
                     window_end=window_end,
+                    batch_run_id=run_id,
                 )
             )
     return results

@@ -43,6 +43,7 @@ import psycopg
 from spancost.billing import aws_requests
 from spancost.billing.aws_requests import ApiRequestError, RetryPolicy, ThrottledError
 from spancost.errors import ConfigError, InfrastructureError, SpancostError
+from spancost.validation import batches as wap
 
 log = logging.getLogger(__name__)
 
@@ -398,8 +399,12 @@ def pull_invocations(
     max_pages: int = 100,
     sleep: Callable[[float], None] = time.sleep,
     rng: random.Random | None = None,
+    batch_run_id: str | None = None,
 ) -> PullResult:
     """Pull the hourly invocations of ``endpoints`` (endpoint, variant) over the window.
+
+    With ``batch_run_id`` a complete pull lands as a pending write-audit-publish
+    batch of that run (in the same transaction): staging reads it once audited.
 
     ``client`` is a CloudWatch client made with ``config=aws_requests.client_config()``;
     its region is the pull's. ``conn`` must not be inside a transaction: request log
@@ -454,7 +459,7 @@ def pull_invocations(
         raise InfrastructureError(f"{where} failed: {exc}") from exc
     result = _with_requests(conn, replace(base, status="complete", bad=tuple(bad)))
     try:
-        written = _store(conn, result, started_at, rows)
+        written = _store(conn, result, started_at, rows, batch_run_id)
     except psycopg.Error as exc:
         failed = replace(result, status="failed", error=f"could not land the rows: {exc}")
         _record_failed(conn, failed, started_at)
@@ -544,11 +549,17 @@ def _pull_values(result: PullResult, started_at: datetime, rows: int) -> tuple[o
 
 
 def _store(
-    conn: Conn, result: PullResult, started_at: datetime, rows: Sequence[HourlyInvocations]
+    conn: Conn,
+    result: PullResult,
+    started_at: datetime,
+    rows: Sequence[HourlyInvocations],
+    batch_run_id: str | None = None,
 ) -> int:
     """The complete pull row and its hours, one transaction; returns the hours written."""
     with conn.transaction():
         conn.execute(_INSERT_PULL, _pull_values(result, started_at, 0))
+        if batch_run_id is not None:
+            wap.register_pending(conn, wap.INVOCATIONS, str(result.pull_id), batch_run_id)
         written = 0
         if rows:
             written = len(

@@ -297,6 +297,14 @@ def _parameters(conn: batches.Conn, batch: batches.Batch, rows: int) -> dict[str
         if first is None or last is None:
             first = last = batch.created_at
         window = (first - max_age, last + timedelta(minutes=1) + skew)
+    elif batch.dataset == batches.INVOCATIONS:
+        pulled = conn.execute(
+            "select window_start, window_end from raw.cloudwatch_pulls where pull_id = %s",
+            [batch.batch_id],
+        ).fetchone()
+        if pulled is None:
+            raise SuiteError(f"batch {batch.batch_id}: no CloudWatch pull with that id")
+        window = (pulled[0], pulled[1] - timedelta(hours=1))  # hours start before the end
     else:
         found = conn.execute(
             "select time_period_start, time_period_end from raw.ce_pulls where pull_id = %s",

@@ -24,7 +24,8 @@ Conn = psycopg.Connection[Any]
 
 SPANS = "otel_spans"
 COST_EXPLORER = "ce_cost_and_usage"
-DATASETS = (SPANS, COST_EXPLORER)
+INVOCATIONS = "sagemaker_invocations_hourly"
+DATASETS = (SPANS, COST_EXPLORER, INVOCATIONS)
 
 # A pending batch of another run is audited once nothing has landed in it for this long:
 # its run died (the load tasks have execution timeouts far below it).

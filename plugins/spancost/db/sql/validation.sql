@@ -2,7 +2,8 @@
 --
 -- Every load with validation on lands as a batch: spans are written to raw.otel_spans
 -- (their objects' manifest rows name the batch), a Cost Explorer pull to
--- raw.ce_cost_and_usage (the batch is the pull). Until Great Expectations has audited
+-- raw.ce_cost_and_usage and a CloudWatch pull to raw.sagemaker_invocations_hourly (the
+-- batch is the pull). Until Great Expectations has audited
 -- the batch it is 'pending', and dbt's staging does not read it. A batch that passes
 -- (or only warns) is 'published'; one that fails a critical expectation is
 -- 'quarantined': it stays in raw, staging keeps it out, and the reason names the suite
@@ -10,7 +11,7 @@
 
 create table if not exists ops.load_batches (
     batch_id        text        primary key,
-    dataset         text        not null,   -- the raw table: otel_spans, ce_cost_and_usage
+    dataset         text        not null,   -- the raw table it landed in
     run_id          text        not null,   -- the Airflow run (or CLI run) that loaded it
     status          text        not null default 'pending'
                                 check (status in ('pending', 'published', 'quarantined')),
@@ -75,6 +76,16 @@ where costs.pull_id in (
     select cast(targets.batch_id as uuid)
     from ops.audit_targets as targets
     where targets.dataset = 'ce_cost_and_usage'
+);
+
+-- A CloudWatch pull's hours that still hold its value (a newer pull overwrites an hour).
+create or replace view ops.audit_sagemaker_invocations_hourly as
+select invocations.*
+from raw.sagemaker_invocations_hourly as invocations
+where invocations.pull_id in (
+    select cast(targets.batch_id as uuid)
+    from ops.audit_targets as targets
+    where targets.dataset = 'sagemaker_invocations_hourly'
 );
 
 -- One row per expectation evaluated on a batch (and a volume warning for a run that
