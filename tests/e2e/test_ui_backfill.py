@@ -105,7 +105,7 @@ def wait_until_idle(base: str, process: subprocess.Popen[bytes], log: Path) -> N
 
 
 def upload_demo_exports(endpoint: str) -> list[traffic.DemoObject]:
-    """Exports of the hour's traces, plus some uploaded in [T - 30 min, T - 15 min)."""
+    """Exports of the hour's traces, of some from 23:30 to 23:40 and of some after 01:00."""
     import boto3
 
     s3 = boto3.client(
@@ -116,11 +116,20 @@ def upload_demo_exports(endpoint: str) -> list[traffic.DemoObject]:
         aws_secret_access_key=endpoints.LOCAL_ENV["AWS_SECRET_ACCESS_KEY"],
     )
     s3.create_bucket(Bucket=BUCKET)
-    early = traffic.generate_spans(T - LATENESS, T - timedelta(minutes=20), seed=3)
-    hour = traffic.generate_spans(T, T + timedelta(hours=1), seed=5, traces_per_hour=30)
-    objects = traffic.build_objects(early, prefix=PREFIX, seed=3) + traffic.build_objects(
-        hour, prefix=PREFIX, seed=5
-    )
+    batches = [  # (start, end, seed) of the traces
+        (T - LATENESS, T - timedelta(minutes=20), 3),  # reached only through the param
+        (T, T + timedelta(hours=1), 5),  # the hour
+        (T + timedelta(hours=1), T + timedelta(minutes=70), 6),  # after it: no run's
+    ]
+    objects = [
+        obj
+        for start, end, seed in batches
+        for obj in traffic.build_objects(
+            traffic.generate_spans(start, end, seed=seed, traces_per_hour=30),
+            prefix=PREFIX,
+            seed=seed,
+        )
+    ]
     traffic.upload_objects(s3, BUCKET, objects)
     return objects
 
@@ -185,9 +194,16 @@ def chromium() -> str:
 
 @pytest.mark.timeout(1200)
 def test_backfill_one_hour_from_the_ui_loads_that_hour(
-    chromium: str, tmp_path: Path, db_url: str
+    chromium: str, tmp_path: Path, db_url: str, capsys: pytest.CaptureFixture[str]
 ) -> None:
     from playwright.sync_api import sync_playwright
+
+    said: list[str] = []
+
+    def say(line: str) -> None:  # to the terminal, passed or not
+        with capsys.disabled():
+            print(line if said else f"\n{line}", flush=True)
+        said.append(line)
 
     port = free_port()
     base = f"http://127.0.0.1:{port}"
@@ -211,7 +227,8 @@ def test_backfill_one_hour_from_the_ui_loads_that_hour(
     objects = upload_demo_exports(endpoints.start(endpoints.LocalAws(home)))
     window = [o for o in objects if T - LATENESS <= o.upload_time < T + timedelta(hours=1)]
     only_by_param = [o for o in window if o.upload_time < T - timedelta(minutes=15)]
-    assert only_by_param and len(window) > 20
+    after = [o for o in objects if o.upload_time >= T + timedelta(hours=1)]
+    assert only_by_param and after and len(window) > 20
 
     log = tmp_path / "airflow.out"
     out = log.open("w")
@@ -234,30 +251,34 @@ def test_backfill_one_hour_from_the_ui_loads_that_hour(
     started = time.monotonic()
     try:
         wait_for_dags(base, process, log)
-        print(f"\nDAGs parsed {time.monotonic() - started:.0f} s after launch")
+        say(f"DAGs parsed {time.monotonic() - started:.0f} s after launch")
         # Each spans asset event would start spancost_transform (a dbt build): not
         # what this test is about, and heavy on two cores.
         api(base, "dags/spancost_transform", {"is_paused": True})
         wait_until_idle(base, process, log)
         with sync_playwright() as playwright:
             browser = playwright.chromium.launch(executable_path=chromium)
+            page = browser.new_page(viewport={"width": 1100, "height": 1700})
+            page.set_default_timeout(60_000)
             try:
-                page = browser.new_page(viewport={"width": 1100, "height": 1700})
-                page.set_default_timeout(60_000)
                 backfill_from_the_ui(page, base, shots)
-                print(f"backfill started {time.monotonic() - started:.0f} s after launch")
+                say(f"backfill started {time.monotonic() - started:.0f} s after launch")
                 states = succeeded_in_the_ui(page, base, shots, process, log)
+            except Exception:
+                page.screenshot(path=shots / "failure.png")  # what the page showed then
+                say(f"screenshot: {shots / 'failure.png'}; Airflow's output: {log}")
+                raise
             finally:
                 browser.close()
-        print(f"backfill runs succeeded {time.monotonic() - started:.0f} s after launch")
+        say(f"backfill runs succeeded {time.monotonic() - started:.0f} s after launch")
         for shot in sorted(shots.iterdir()):
-            print(f"screenshot: {shot}")
+            say(f"screenshot: {shot}")
         if os.environ.get("SPANCOST_SCREENSHOT_DIR"):
             copies = Path(os.environ["SPANCOST_SCREENSHOT_DIR"])
             copies.mkdir(parents=True, exist_ok=True)
             for shot in shots.iterdir():
                 shutil.copy(shot, copies / shot.name)
-            print(f"screenshots copied to {copies}")
+            say(f"screenshots copied to {copies}")
         assert states == ["Success"] * RUNS, (states, log)
 
         runs = api(base, "dags/spancost_ingest/dagRuns?run_type=backfill")["dag_runs"]
@@ -278,8 +299,10 @@ def test_backfill_one_hour_from_the_ui_loads_that_hour(
             endpoints.stop(endpoints.LocalAws(home))
 
     with psycopg.connect(db_url) as conn:
-        manifest = dict(conn.execute("select key, status from raw.s3_objects").fetchall())
-        landed = dict(
+        manifest: dict[str, str] = dict(
+            conn.execute("select key, status from raw.s3_objects").fetchall()
+        )
+        landed: dict[str, int] = dict(
             conn.execute("select source_key, count(*) from raw.otel_spans group by 1").fetchall()
         )
         in_hour = conn.execute(
