@@ -1,7 +1,8 @@
 """Backfill from the Airflow UI: one hour of spancost_ingest, driven in headless Chromium.
 
 `spancost airflow` runs the real components (api-server, scheduler, dag-processor,
-triggerer) against the test database and the local AWS endpoints under its home.
+triggerer) against the test database and the local AWS endpoints under its home,
+with Airflow's metadata in Postgres (see `airflow_metadata_url` for why not SQLite).
 Demo span exports for 2026-11-22 00:00-01:00 UTC are in that home's S3, with a few
 uploaded at 23:30-23:45 the day before. Playwright drives Debian's chromium (no
 browser download) through what a person does: open the DAG, Trigger, Backfill,
@@ -27,13 +28,16 @@ import sys
 import time
 import urllib.error
 import urllib.request
+from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 import psycopg
 import pytest
 
+from spancost.db import embedded
 from spancost.demo import traffic
 from spancost.local import endpoints
 
@@ -82,26 +86,6 @@ def wait_for_dags(base: str, process: subprocess.Popen[bytes], log: Path) -> Non
             except (urllib.error.URLError, ConnectionError, TimeoutError):
                 pass
         time.sleep(2)
-
-
-def wait_until_idle(base: str, process: subprocess.Popen[bytes], log: Path) -> None:
-    """Until the run the scheduler starts at launch (catchup is off: the latest interval
-    only) has been created and no DAG run is queued or running.
-
-    Airflow refuses to create a backfill on SQLite while others write ("Database is
-    locked. Backfill creation is not supported on SQLite under concurrent access"),
-    and `spancost airflow` keeps its metadata in SQLite: a person starts the
-    backfill on an idle Airflow, and so does the test.
-    """
-    deadline = time.monotonic() + 300
-    while True:
-        assert process.poll() is None, log.read_text()[-3000:]
-        started = api(base, "dags/spancost_ingest/dagRuns")["total_entries"]
-        active = api(base, "dags/~/dagRuns?state=queued&state=running")["total_entries"]
-        if started and not active:
-            return
-        assert time.monotonic() < deadline, f"{active} runs still active: {log}"
-        time.sleep(3)
 
 
 def upload_demo_exports(endpoint: str) -> list[traffic.DemoObject]:
@@ -184,6 +168,26 @@ def succeeded_in_the_ui(
 
 
 @pytest.fixture
+def airflow_metadata_url(db_url: str) -> Iterator[str]:
+    """Airflow's metadata database: a Postgres database beside the test's, then dropped.
+
+    Without AIRFLOW__DATABASE__SQL_ALCHEMY_CONN, `spancost airflow` keeps Airflow's
+    metadata in SQLite, where Airflow does not support creating a backfill while the
+    scheduler writes: the API answers 503 ("Database is locked. Backfill creation is
+    not supported on SQLite under concurrent access. Please use PostgreSQL or
+    MySQL.") and the scheduler can die on the half-made runs, which stops
+    `spancost airflow`. The test runs the setup Airflow supports.
+    """
+    parts = urlsplit(db_url)
+    name = f"{parts.path.lstrip('/')}_airflow"
+    admin = parts._replace(path="/postgres").geturl()
+    embedded.create_database(admin, name)
+    yield parts._replace(scheme="postgresql+psycopg2", path=f"/{name}").geturl()
+    with psycopg.connect(admin, autocommit=True) as conn:
+        conn.execute(f'drop database if exists "{name}" with (force)')
+
+
+@pytest.fixture
 def chromium() -> str:
     """Debian's chromium; the test is skipped, saying how to install it, when missing."""
     path = shutil.which("chromium")
@@ -194,7 +198,11 @@ def chromium() -> str:
 
 @pytest.mark.timeout(1200)
 def test_backfill_one_hour_from_the_ui_loads_that_hour(
-    chromium: str, tmp_path: Path, db_url: str, capsys: pytest.CaptureFixture[str]
+    chromium: str,
+    tmp_path: Path,
+    db_url: str,
+    airflow_metadata_url: str,
+    capsys: pytest.CaptureFixture[str],
 ) -> None:
     from playwright.sync_api import sync_playwright
 
@@ -222,6 +230,7 @@ def test_backfill_one_hour_from_the_ui_loads_that_hour(
     for name in list(env):
         if name.startswith("AIRFLOW"):  # the suite's own Airflow settings
             del env[name]
+    env["AIRFLOW__DATABASE__SQL_ALCHEMY_CONN"] = airflow_metadata_url
     env["AIRFLOW__CORE__PARALLELISM"] = "4"  # a shared 2-core machine
     # The local AWS endpoint that `spancost airflow` uses: the one under its home.
     objects = upload_demo_exports(endpoints.start(endpoints.LocalAws(home)))
@@ -255,7 +264,6 @@ def test_backfill_one_hour_from_the_ui_loads_that_hour(
         # Each spans asset event would start spancost_transform (a dbt build): not
         # what this test is about, and heavy on two cores.
         api(base, "dags/spancost_transform", {"is_paused": True})
-        wait_until_idle(base, process, log)
         with sync_playwright() as playwright:
             browser = playwright.chromium.launch(executable_path=chromium)
             page = browser.new_page(viewport={"width": 1100, "height": 1700})
@@ -266,7 +274,8 @@ def test_backfill_one_hour_from_the_ui_loads_that_hour(
                 states = succeeded_in_the_ui(page, base, shots, process, log)
             except Exception:
                 page.screenshot(path=shots / "failure.png")  # what the page showed then
-                say(f"screenshot: {shots / 'failure.png'}; Airflow's output: {log}")
+                exited = "" if process.poll() is None else "spancost airflow exited; "
+                say(f"{exited}screenshot: {shots / 'failure.png'}; Airflow's output: {log}")
                 raise
             finally:
                 browser.close()
