@@ -12,7 +12,7 @@ export UV_PYTHON_DOWNLOADS := never
 export DBT_SEND_ANONYMOUS_USAGE_STATS := false
 export DO_NOT_TRACK := 1
 
-.PHONY: help venv demo test test-unit lint format bench airflow grafana down clean lock docs
+.PHONY: help venv chromium demo test test-unit lint format bench airflow grafana down clean lock docs
 
 help:
 	@echo "make demo     - generate demo spans, load them, build the marts, print cost per pipeline"
@@ -38,7 +38,18 @@ venv: $(VENV)/.installed
 demo: venv
 	$(BIN)/spancost demo
 
-test: venv
+# Debian's chromium, for the UI test (tests/e2e/test_ui_backfill.py, Playwright drives it;
+# no browser is downloaded). Installed when missing and we are root with apt-get; else
+# that test is skipped and says how to install it.
+chromium:
+	@if [ ! -x /usr/bin/chromium ] && [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
+	  echo "installing Debian's chromium for the UI test"; \
+	  export DEBIAN_FRONTEND=noninteractive; \
+	  { apt-get update -qq && apt-get install -y -qq chromium >/dev/null; } \
+	    || echo "chromium could not be installed: the UI test will be skipped"; \
+	fi
+
+test: venv chromium
 	$(BIN)/pytest
 
 test-unit: venv
