@@ -388,6 +388,12 @@ def cmd_airflow(args: argparse.Namespace) -> int:
         Path(args.dags_folder).resolve(),
         port=args.port,
     )
+    if not env.get("AIRFLOW__DATABASE__SQL_ALCHEMY_CONN"):
+        # Airflow's metadata on the same Postgres, not its SQLite default, on which
+        # creating a backfill while the scheduler writes fails ("database is locked").
+        metadata = airflow_local.metadata_database(env["SPANCOST_DATABASE_URL"])
+        if metadata is not None:
+            env["AIRFLOW__DATABASE__SQL_ALCHEMY_CONN"] = metadata
     return airflow_local.run(env)
 
 

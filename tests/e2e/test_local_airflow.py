@@ -11,13 +11,13 @@ from __future__ import annotations
 import os
 import signal
 import socket
-import sqlite3
 import subprocess
 import sys
 import time
 import urllib.request
 from pathlib import Path
 
+import psycopg
 import pytest
 
 pytestmark = pytest.mark.e2e
@@ -108,22 +108,22 @@ def test_local_airflow_listens_on_loopback_only_and_starts_the_dags_active(
         stderr=subprocess.STDOUT,
         cwd=tmp_path,
     )
+    # Airflow's metadata goes to Postgres beside spancost's database, not to SQLite.
+    metadata = f"{db_url}_airflow"
     try:
         deadline = time.monotonic() + 240
-        paused: dict[str, int] = {}
+        paused: dict[str, bool] = {}
         while time.monotonic() < deadline and len(paused) < 2:
             assert process.poll() is None, (tmp_path / "airflow.out").read_text()[-3000:]
             time.sleep(2)
-            metadata = home / "airflow" / "airflow.db"
-            if not metadata.exists():
-                continue
             try:
-                with sqlite3.connect(metadata) as conn:
+                with psycopg.connect(metadata) as conn:
                     paused = dict(conn.execute("select dag_id, is_paused from dag").fetchall())
-            except sqlite3.Error:
+            except psycopg.Error:
                 continue
-        assert paused == {"spancost_ingest": 0, "spancost_transform": 0}
-        with sqlite3.connect(home / "airflow" / "airflow.db") as conn:
+        assert paused == {"spancost_ingest": False, "spancost_transform": False}
+        assert not (home / "airflow" / "airflow.db").exists()
+        with psycopg.connect(metadata) as conn:
             pools = dict(conn.execute("select pool, slots from slot_pool").fetchall())
         # The one-slot pools the API tasks of spancost_ingest run in.
         assert pools["spancost_cost_explorer"] == pools["spancost_price_list"] == 1
@@ -145,6 +145,10 @@ def test_local_airflow_listens_on_loopback_only_and_starts_the_dags_active(
             subprocess.run(
                 [sys.executable, "-m", "spancost.cli", "aws", "down"], env=env, check=False
             )
+            admin = psycopg.conninfo.make_conninfo(db_url, dbname="postgres")
+            with psycopg.connect(admin, autocommit=True) as conn:
+                name = metadata.rsplit("/", 1)[-1]
+                conn.execute(f'drop database if exists "{name}" with (force)')
     output = (tmp_path / "airflow.out").read_text()
     assert "stopping Airflow" in output
     assert [noise for noise in NOISE if noise in output] == []

@@ -59,6 +59,31 @@ def jwt_secret(airflow_home: Path) -> str:
     return path.read_text().strip()
 
 
+def metadata_database(url: str) -> str | None:
+    """Airflow's metadata database beside spancost's: ``<name>_airflow`` on the same server.
+
+    Created when missing; returned as the SQLAlchemy URL Airflow takes. None when
+    it cannot be created (no CREATEDB): Airflow then keeps its SQLite default, on
+    which a backfill created from the UI or the API can fail ("database is
+    locked") while the scheduler writes.
+    """
+    from urllib.parse import urlsplit
+
+    import psycopg
+
+    from spancost.db import embedded
+
+    parts = urlsplit(url)
+    name = f"{parts.path.lstrip('/') or 'spancost'}_airflow"
+    try:
+        embedded.create_database(parts._replace(path="/postgres").geturl(), name)
+    except psycopg.Error as exc:
+        log.warning("Airflow's metadata stays in SQLite: cannot create database %s: %s", name, exc)
+        return None
+    rest = parts._replace(scheme="postgresql+psycopg2", path=f"/{name}").geturl()
+    return rest
+
+
 def airflow_env(
     base: Mapping[str, str], airflow_home: Path, dags_folder: Path, port: int = 8080
 ) -> dict[str, str]:
