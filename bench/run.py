@@ -468,6 +468,7 @@ def ingest() -> None:
         endpoint,
         prefix=ONE_PREFIX,
         SPANCOST_MAX_DECOMPRESSED_BYTES=str(4 << 30),  # the 1 GiB default would refuse it
+        SPANCOST_MAX_SPANS_PER_OBJECT=str(2 * TOTAL),  # and the 1M-span default too
     )
     assert loaded == total_spans, f"loaded {loaded} of {total_spans} from {one_key}"
     one_rate = total_spans / seconds
@@ -615,7 +616,8 @@ def write_results(
         "line), streamed inside one transaction: the loader decompresses and cuts it into "
         "16 MiB chunks of lines, the worker processes decode and encode them, the loader "
         "COPYs them in order; "
-        "`SPANCOST_MAX_DECOMPRESSED_BYTES` is raised to 4 GiB for it.",
+        "`SPANCOST_MAX_DECOMPRESSED_BYTES` is raised to 4 GiB and "
+        "`SPANCOST_MAX_SPANS_PER_OBJECT` to twice the spans for it.",
         "* (a): the rows spancost writes, already as a COPY text file on the server's disk.",
         "* (b) and (c): start from the objects' bytes already in memory (no S3), flatten a dozen "
         "columns with no normalisation, privacy, rejection or manifest: what a user's first "
