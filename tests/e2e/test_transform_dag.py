@@ -54,11 +54,19 @@ def test_cosmos_transform_dag_builds_the_marts(
     dag = bag.get_dag("spancost_transform")
     run = dag.test()
     assert str(run.state) in ("success", "DagRunState.SUCCESS")
-    # The last task tells the alerts; it runs after every dbt node.
-    assert "alerts" in dag.task_ids
-    assert {t.task_id for t in dag.tasks if not t.downstream_list} == {"alerts"}
+    # The last tasks tell the alerts and check the marts; they run after every dbt node.
+    assert {t.task_id for t in dag.tasks if not t.downstream_list} == {"alerts", "check_marts"}
+    dbt_nodes = set(dag.task_ids) - {"alerts", "check_marts"}
+    for final in ("alerts", "check_marts"):
+        assert dag.get_task(final).get_flat_relative_ids(upstream=True) == dbt_nodes
     states = {ti.task_id: str(ti.state) for ti in run.get_task_instances()}
     assert states["alerts"] in ("success", "TaskInstanceState.SUCCESS")
+    assert states["check_marts"] in ("success", "TaskInstanceState.SUCCESS")
+    with psycopg.connect(db_url) as conn:
+        checked = conn.execute(
+            "select count(*) from ops.validation_results where dataset = 'marts'"
+        ).fetchone()[0]
+    assert checked == 4  # every expectation of pipeline_cost_profile, recorded once
     with psycopg.connect(db_url) as conn:
         mart_total, mart_calls = conn.execute(
             "select sum(estimated_cost_usd), sum(calls) from marts.agg_pipeline_costs_hourly"
