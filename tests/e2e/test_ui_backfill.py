@@ -2,7 +2,8 @@
 
 `spancost airflow` runs the real components (api-server, scheduler, dag-processor,
 triggerer) against the test database and the local AWS endpoints under its home,
-with Airflow's metadata in Postgres (see `airflow_metadata_url` for why not SQLite).
+with Airflow's metadata in Postgres, its default (see `airflow_metadata_url` for why
+not SQLite).
 Demo span exports for 2026-11-22 00:00-01:00 UTC are in that home's S3, with a few
 uploaded at 23:30-23:45 the day before. Playwright drives Debian's chromium (no
 browser download) through what a person does: open the DAG, Trigger, Backfill,
@@ -37,7 +38,6 @@ from urllib.parse import urlsplit
 import psycopg
 import pytest
 
-from spancost.db import embedded
 from spancost.demo import traffic
 from spancost.local import endpoints
 
@@ -169,20 +169,18 @@ def succeeded_in_the_ui(
 
 @pytest.fixture
 def airflow_metadata_url(db_url: str) -> Iterator[str]:
-    """Airflow's metadata database: a Postgres database beside the test's, then dropped.
+    """Where `spancost airflow` keeps Airflow's metadata: `<test db>_airflow`, then dropped.
 
-    Without AIRFLOW__DATABASE__SQL_ALCHEMY_CONN, `spancost airflow` keeps Airflow's
-    metadata in SQLite, where Airflow does not support creating a backfill while the
-    scheduler writes: the API answers 503 ("Database is locked. Backfill creation is
-    not supported on SQLite under concurrent access. Please use PostgreSQL or
-    MySQL.") and the scheduler can die on the half-made runs, which stops
-    `spancost airflow`. The test runs the setup Airflow supports.
+    It is `spancost airflow`'s own default (Postgres beside spancost's database), not
+    SQLite, where Airflow does not support creating a backfill while the scheduler
+    writes: the API answers 503 ("Database is locked. Backfill creation is not
+    supported on SQLite under concurrent access.") and the scheduler can die on the
+    half-made runs. The test creates nothing: it checks the default did.
     """
     parts = urlsplit(db_url)
     name = f"{parts.path.lstrip('/')}_airflow"
     admin = parts._replace(path="/postgres").geturl()
-    embedded.create_database(admin, name)
-    yield parts._replace(scheme="postgresql+psycopg2", path=f"/{name}").geturl()
+    yield parts._replace(path=f"/{name}").geturl()
     with psycopg.connect(admin, autocommit=True) as conn:
         conn.execute(f'drop database if exists "{name}" with (force)')
 
@@ -230,7 +228,6 @@ def test_backfill_one_hour_from_the_ui_loads_that_hour(
     for name in list(env):
         if name.startswith("AIRFLOW"):  # the suite's own Airflow settings
             del env[name]
-    env["AIRFLOW__DATABASE__SQL_ALCHEMY_CONN"] = airflow_metadata_url
     env["AIRFLOW__CORE__PARALLELISM"] = "4"  # a shared 2-core machine
     # The local AWS endpoint that `spancost airflow` uses: the one under its home.
     objects = upload_demo_exports(endpoints.start(endpoints.LocalAws(home)))
@@ -323,3 +320,11 @@ def test_backfill_one_hour_from_the_ui_loads_that_hour(
     assert manifest == {o.key: "loaded" for o in window}
     assert landed == {o.key: o.span_count for o in window}
     assert in_hour is not None and in_hour[0] > 0
+    # The backfill was kept in Postgres, where `spancost airflow` put Airflow's metadata.
+    assert not (home / "airflow" / "airflow.db").exists()
+    with psycopg.connect(airflow_metadata_url) as conn:
+        backfill_runs = conn.execute(
+            "select count(*) from dag_run where dag_id = 'spancost_ingest'"
+            " and run_type = 'backfill' and state = 'success'"
+        ).fetchone()
+    assert backfill_runs == (4,)
