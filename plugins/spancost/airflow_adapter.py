@@ -22,7 +22,6 @@ from spancost.transform import dbt_build as marts
 log = logging.getLogger(__name__)
 
 POSTGRES_CONN_ID = "spancost_postgres"
-SPANS_ASSET = "spancost://raw/otel_spans"
 AWS_CONN_ID = "aws_default"
 # CloudWatch datapoints arrive minutes late: each run re-pulls the hours this far back.
 INVOCATIONS_LOOKBACK = timedelta(hours=3)
@@ -197,9 +196,11 @@ def publish_spans(context: dict[str, Any], validated: dict[str, Any]) -> dict[st
     """Emit the spans asset, its extra the published spans' range; skip when none were."""
     from airflow.sdk import Asset
 
+    from spancost.transform.window import SPANS_URI
+
     summary = publish_when_new(validated, "published", "spans")
     if summary.get("spans_from"):
-        context["outlet_events"][Asset(SPANS_ASSET)].extra = {
+        context["outlet_events"][Asset(SPANS_URI)].extra = {
             "spans_from": summary["spans_from"],
             "spans_to": summary["spans_to"],
             "spans": summary["published"],

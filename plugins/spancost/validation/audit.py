@@ -234,7 +234,7 @@ def _audit_batch(
             if row is None or row[0] != "pending":
                 return None
             rows = _row_count(conn, batch)
-            parameters = _parameters(conn, batch, rows)
+            parameters = _parameters(conn, batch)
             outcomes = _run_checkpoint(context, batch.dataset, parameters, batch.batch_id)
             critical = [o for o in outcomes if not o.success and o.severity == REJECTING_SEVERITY]
             audited = BatchAudit(
@@ -284,7 +284,7 @@ def _row_count(conn: batches.Conn, batch: batches.Batch) -> int:
     return int(row[0]) if row else 0
 
 
-def _parameters(conn: batches.Conn, batch: batches.Batch, rows: int) -> dict[str, Any]:
+def _parameters(conn: batches.Conn, batch: batches.Batch) -> dict[str, Any]:
     """The suite's ``$PARAMETER`` values for this batch: its time window and volume floor."""
     if batch.dataset == batches.SPANS:
         max_age = timedelta(hours=_env_int("SPANCOST_AUDIT_SPAN_MAX_AGE_HOURS", 48))

@@ -25,30 +25,13 @@ from spancost.billing.aws_requests import RetryPolicy
 from spancost.transform import dbt_build
 from spancost.validation import batches
 from spancost.validation.audit import BatchQuarantined
+from tests.integration.billing.test_cloudwatch import put
 
 pytestmark = pytest.mark.integration
 
 REPO = Path(__file__).resolve().parents[3]
 H = datetime(2026, 11, 23, 6, tzinfo=UTC)
 FAST = RetryPolicy(max_attempts=3, base_delay_s=0.001, max_delay_s=0.01)
-
-
-def put(client, endpoint: str, stamp: datetime, value: float) -> None:
-    client.put_metric_data(
-        Namespace="AWS/SageMaker",
-        MetricData=[
-            {
-                "MetricName": "Invocations",
-                "Dimensions": [
-                    {"Name": "EndpointName", "Value": endpoint},
-                    {"Name": "VariantName", "Value": "AllTraffic"},
-                ],
-                "Timestamp": stamp,
-                "Value": value,
-                "Unit": "Count",
-            }
-        ],
-    )
 
 
 def pull_and_audit(conn, client, db_url: str, start: datetime, run_id: str) -> None:
@@ -85,10 +68,15 @@ def test_an_absurd_hour_quarantines_its_pull_and_the_next_good_pull_publishes(
         endpoint_url=aws_endpoint,
         config=aws_requests.client_config(),
     )
-    put(client, "llm", H + timedelta(minutes=5), 40.0)
-    put(client, "llm", H + timedelta(hours=1, minutes=5), 5e9)  # a unit error
-    put(client, "llm", H + timedelta(hours=2, minutes=5), 30.0)
-    put(client, "llm", H + timedelta(hours=3, minutes=5), 20.0)
+    put(
+        client,
+        [
+            ("llm", "AllTraffic", H + timedelta(minutes=5), 40.0),
+            ("llm", "AllTraffic", H + timedelta(hours=1, minutes=5), 5e9),  # a unit error
+            ("llm", "AllTraffic", H + timedelta(hours=2, minutes=5), 30.0),
+            ("llm", "AllTraffic", H + timedelta(hours=3, minutes=5), 20.0),
+        ],
+    )
     with db.connect(db_url) as conn:
         db.apply_schema(conn)
         conn.execute(
