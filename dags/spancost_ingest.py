@@ -44,7 +44,13 @@ Every 15 minutes, loads the OpenTelemetry trace exports that the Collector's
   quarantined pull is not read, so each period keeps its previous good pull.
   CloudWatch pulls too (`cloudwatch.validate_invocations`, checkpoint
   `sagemaker_invocations_hourly`): the hours a quarantined pull wrote are not
-  read until a later good pull writes them again.
+  read until a later good pull writes them again. Price List pulls land in
+  `raw.aws_price_list_landed` and `prices.validate_prices` (checkpoint
+  `aws_price_list`) merges a passed pull into the effective-dated prices; a
+  quarantined pull's rows stay landed, the prices in use stay, marked stale, and
+  the next run pulls again. Each region's SageMaker snapshot is a batch too
+  (`sagemaker.validate_endpoints`, checkpoint `sagemaker_endpoint_snapshots`);
+  staging skips a quarantined one.
 * **Backfill:** trigger with params `start` and `end` (ISO 8601, UTC), or use
   Airflow's backfill; a run always reads its own interval, never "now". A run is
   named by its interval's start and `--to-date` counts in: one hour is
@@ -218,14 +224,21 @@ def spancost_ingest() -> None:
 
             return airflow_adapter.refresh_price_list(dict(get_current_context()))
 
-        @task(outlets=[PRICES])
-        def publish_prices(pulled: dict[str, object]) -> dict[str, object]:
-            """Emit the price-list asset when new prices landed."""
+        @task(execution_timeout=timedelta(minutes=15))
+        def validate_prices(pulled: dict[str, object]) -> dict[str, int]:
+            """Audit the run's Price List pulls with GX in SQL; merge the passed ones."""
             from spancost import airflow_adapter
 
-            return airflow_adapter.publish_when_new(pulled, "rows_inserted", "prices")
+            return airflow_adapter.validate_prices(dict(get_current_context()), pulled)
 
-        publish_prices(pull_price_list())
+        @task(outlets=[PRICES])
+        def publish_prices(validated: dict[str, object]) -> dict[str, object]:
+            """Emit the price-list asset when a published pull changed a price."""
+            from spancost import airflow_adapter
+
+            return airflow_adapter.publish_when_new(validated, "rows_inserted", "prices")
+
+        publish_prices(validate_prices(pull_price_list()))
 
     @task_group(group_id="sagemaker")
     def sagemaker() -> None:
@@ -238,20 +251,29 @@ def spancost_ingest() -> None:
 
             return airflow_adapter.snapshot_sagemaker(dict(get_current_context()))
 
-        @task(outlets=[ENDPOINTS])
-        def publish_endpoints(snapshots: dict[str, int]) -> dict[str, int]:
-            """Emit the endpoint-snapshot asset when a region had endpoints to snapshot."""
+        @task(execution_timeout=timedelta(minutes=15))
+        def validate_endpoints(snapshots: dict[str, int]) -> dict[str, int]:
+            """Audit the run's endpoint snapshots with GX in SQL; publish or quarantine each."""
             from spancost import airflow_adapter
 
-            return airflow_adapter.publish_when_new(snapshots, None, "endpoint snapshots")
+            return airflow_adapter.validate_endpoints(dict(get_current_context()), snapshots)
 
-        publish_endpoints(snapshot_sagemaker())
+        @task(outlets=[ENDPOINTS])
+        def publish_endpoints(validated: dict[str, int]) -> dict[str, int]:
+            """Emit the endpoint-snapshot asset when a snapshot with endpoints was published."""
+            from spancost import airflow_adapter
+
+            return airflow_adapter.publish_when_new(validated, "published", "endpoint snapshots")
+
+        publish_endpoints(validate_endpoints(snapshot_sagemaker()))
 
     @task_group(group_id="cloudwatch")
     def cloudwatch() -> None:
         """Hourly endpoint invocations from CloudWatch; asset `spancost://raw/sagemaker_invocations_hourly`."""
 
-        @task(execution_timeout=timedelta(minutes=10))
+        # Runs when the snapshot failed its audit too: the endpoints it asks CloudWatch
+        # about come from every snapshot of the last day.
+        @task(execution_timeout=timedelta(minutes=10), trigger_rule="all_done")
         def pull_sagemaker_invocations() -> dict[str, int]:
             """Pull the endpoints' hourly CloudWatch invocations (interval plus 3 hours back)."""
             from spancost import airflow_adapter

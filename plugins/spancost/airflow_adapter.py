@@ -318,7 +318,7 @@ def refresh_cost_explorer(context: dict[str, Any]) -> dict[str, Any]:
         client,
         end,
         force=bool(params.get("force_cost_explorer")),
-        run_id=str(context.get("run_id") or uuid.uuid4()) if _validating(context) else None,
+        run_id=_batch_run_id(context),
     )
     summary: dict[str, Any] = report.summary()
     return summary
@@ -333,11 +333,31 @@ def refresh_price_list(context: dict[str, Any]) -> dict[str, Any]:
         aws_client("pricing", region_name="us-east-1"),
         end,
         force=bool(params.get("force_price_list")),
+        run_id=_batch_run_id(context),
     )
     return {
         "rows_inserted": sum(result.rows_inserted for result in results),
+        "rows_landed": sum(result.rows_seen for result in results if result.status == "landed"),
         "queries": {result.query_name: result.status for result in results},
     }
+
+
+def validate_prices(context: dict[str, Any], pulled: dict[str, Any]) -> dict[str, int]:
+    """The Price List pulls' audit (see :func:`validate_dataset`); a passed pull is merged.
+
+    ``rows_inserted`` counts the new effective-dated prices the merges opened: the
+    asset (and so a transform) follows only a price that changed.
+    """
+    from spancost.validation import batches
+
+    validated = validate_dataset(context, batches.PRICES, int(pulled.get("rows_inserted") or 0))
+    if _validating(context):
+        validated["rows_inserted"] = pipeline.price_rows_inserted(
+            database_url(), str(context.get("run_id") or "")
+        )
+    else:
+        validated["rows_inserted"] = int(pulled.get("rows_inserted") or 0)
+    return validated
 
 
 def snapshot_sagemaker(context: dict[str, Any]) -> dict[str, int]:
@@ -347,8 +367,22 @@ def snapshot_sagemaker(context: dict[str, Any]) -> dict[str, int]:
         region: aws_client("sagemaker", region_name=region)
         for region in pipeline.sagemaker_regions()
     }
-    results = pipeline.snapshot_sagemaker(database_url(), clients, end)
+    results = pipeline.snapshot_sagemaker(
+        database_url(), clients, end, run_id=_batch_run_id(context)
+    )
     return {result.region: result.endpoints for result in results}
+
+
+def validate_endpoints(context: dict[str, Any], snapshots: dict[str, int]) -> dict[str, int]:
+    """The SageMaker snapshots' audit: see :func:`validate_dataset`."""
+    from spancost.validation import batches
+
+    return validate_dataset(context, batches.ENDPOINTS, sum(snapshots.values()))
+
+
+def _batch_run_id(context: dict[str, Any]) -> str | None:
+    """The run whose pending batches a pull lands in, or None with validation off."""
+    return str(context.get("run_id") or uuid.uuid4()) if _validating(context) else None
 
 
 def pull_sagemaker_invocations(context: dict[str, Any]) -> dict[str, int]:
@@ -369,7 +403,7 @@ def pull_sagemaker_invocations(context: dict[str, Any]) -> dict[str, int]:
         clients,
         start - INVOCATIONS_LOOKBACK,
         end,
-        run_id=str(context.get("run_id") or uuid.uuid4()) if _validating(context) else None,
+        run_id=_batch_run_id(context),
     )
     failed = [result for result in results if result.status != "complete"]
     if failed:

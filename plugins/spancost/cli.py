@@ -190,10 +190,14 @@ def cmd_demo(args: argparse.Namespace) -> int:
     costs = pipeline.refresh_costs(url, _ce(), now, run_id=costs_run)
     audits = pipeline.audit_batches(url, batches.COST_EXPLORER, costs_run)
     print(f"cost explorer: {costs.summary()}, {len(audits)} pulls audited and published")
-    prices = pipeline.refresh_prices(url, _pricing(), now)
-    print(f"price list: {sum(r.rows_inserted for r in prices)} new prices, {len(prices)} queries")
-    snapshots = pipeline.snapshot_sagemaker(url, _sagemaker_clients(), now)
-    print(f"sagemaker: {sum(r.endpoints for r in snapshots)} endpoints snapshotted")
+    prices_run = f"demo-{uuid.uuid4()}"
+    prices = pipeline.refresh_prices(url, _pricing(), now, run_id=prices_run)
+    merged = pipeline.audit_batches(url, batches.PRICES, prices_run)
+    print(f"price list: {len(prices)} queries pulled, {len(merged)} audited and merged")
+    snapshots_run = f"demo-{uuid.uuid4()}"
+    snapshots = pipeline.snapshot_sagemaker(url, _sagemaker_clients(), now, run_id=snapshots_run)
+    pipeline.audit_batches(url, batches.ENDPOINTS, snapshots_run)
+    print(f"sagemaker: {sum(r.endpoints for r in snapshots)} endpoints snapshotted and audited")
     invocations_run = f"demo-{uuid.uuid4()}"
     invocations = pipeline.pull_endpoint_invocations(
         url, _sagemaker_clients("cloudwatch"), first, now, run_id=invocations_run
@@ -261,20 +265,30 @@ def cmd_pull_costs(args: argparse.Namespace) -> int:
 def cmd_pull_prices(args: argparse.Namespace) -> int:
     from spancost import pipeline
 
-    results = pipeline.refresh_prices(db.database_url(), _pricing(), _now(), force=args.force)
+    url = db.database_url()
+    run_id = f"cli-{uuid.uuid4()}" if settings.from_env().validate else None
+    results = pipeline.refresh_prices(url, _pricing(), _now(), force=args.force, run_id=run_id)
     for result in results:
         print(
             f"{result.query_name}: {result.status}, "
             f"{result.rows_inserted} new, {result.rows_closed} closed"
         )
+    if run_id is not None:
+        # Merged into the effective-dated prices only now, when the audit passed them.
+        for audited in pipeline.audit_batches(url, batches.PRICES, run_id):
+            print(f"pull {audited.batch_id}: {audited.rows} rows audited, {audited.status}")
     return 0 if all(result.ok for result in results) else 1
 
 
 def cmd_snapshot_endpoints(args: argparse.Namespace) -> int:
     from spancost import pipeline
 
-    for result in pipeline.snapshot_sagemaker(db.database_url(), _sagemaker_clients(), _now()):
+    url = db.database_url()
+    run_id = f"cli-{uuid.uuid4()}" if settings.from_env().validate else None
+    for result in pipeline.snapshot_sagemaker(url, _sagemaker_clients(), _now(), run_id=run_id):
         print(f"{result.region}: {result.endpoints} endpoints, {result.rows} variants")
+    if run_id is not None:
+        pipeline.audit_batches(url, batches.ENDPOINTS, run_id)
     return 0
 
 

@@ -75,6 +75,23 @@ def published_span_range(url: str, run_id: str) -> tuple[datetime | None, dateti
     return found[0], found[1]
 
 
+def price_rows_inserted(url: str, run_id: str) -> int:
+    """New effective-dated prices opened by the Price List pulls ``run_id`` published."""
+    with db.connect(url) as conn:
+        found = conn.execute(
+            """
+            select coalesce(sum(pulls.rows_inserted), 0)
+            from ops.load_batches as batches
+            inner join raw.aws_price_list_pulls as pulls
+                on cast(pulls.pull_id as text) = batches.batch_id
+            where batches.dataset = 'aws_price_list' and batches.run_id = %s
+              and batches.status = 'published'
+            """,
+            [run_id],
+        ).fetchone()
+    return int(str(found[0])) if found else 0
+
+
 def check_marts(url: str, run_id: str) -> list[BatchAudit]:
     """The Great Expectations checkpoints on the marts, after a build (warnings logged)."""
     from spancost.validation import audit  # imports great_expectations
@@ -206,14 +223,23 @@ def refresh_costs(
         )
 
 
-def refresh_prices(url: str, pricing_client: Any, now: datetime, *, force: bool = False) -> Any:
-    """Refresh the AWS Price List (daily by default); failures keep the old prices, stale."""
+def refresh_prices(
+    url: str, pricing_client: Any, now: datetime, *, force: bool = False, run_id: str | None = None
+) -> Any:
+    """Refresh the AWS Price List (daily by default); failures keep the old prices, stale.
+
+    With ``run_id`` each complete pull lands as a pending batch of that run: the
+    audit (:func:`audit_batches`, ``batches.PRICES``) merges it into the
+    effective-dated prices or quarantines it.
+    """
     from spancost.billing import aws_requests, price_list
 
     with db.connect(url) as conn, aws_requests.RequestLogger(url, pricing_client):
         db.apply_schema(conn)
         conn.commit()
-        results = price_list.refresh_all(conn, pricing_client, now=now, force=force)
+        results = price_list.refresh_all(
+            conn, pricing_client, now=now, force=force, batch_run_id=run_id
+        )
     for result in results:
         if not result.ok:
             log.warning(
@@ -224,8 +250,14 @@ def refresh_prices(url: str, pricing_client: Any, now: datetime, *, force: bool 
     return results
 
 
-def snapshot_sagemaker(url: str, clients: Mapping[str, Any], now: datetime) -> list[Any]:
-    """Snapshot the SageMaker endpoints of each region."""
+def snapshot_sagemaker(
+    url: str, clients: Mapping[str, Any], now: datetime, *, run_id: str | None = None
+) -> list[Any]:
+    """Snapshot the SageMaker endpoints of each region.
+
+    With ``run_id`` each region's snapshot lands as a pending batch of that run
+    (:func:`audit_batches`, ``batches.ENDPOINTS``).
+    """
     from spancost.billing import aws_requests, sagemaker
 
     results = []
@@ -234,7 +266,9 @@ def snapshot_sagemaker(url: str, clients: Mapping[str, Any], now: datetime) -> l
         conn.commit()
         for client in clients.values():
             with aws_requests.RequestLogger(url, client):
-                results.append(sagemaker.snapshot_endpoints(conn, client, snapshot_at=now))
+                results.append(
+                    sagemaker.snapshot_endpoints(conn, client, snapshot_at=now, batch_run_id=run_id)
+                )
     return results
 
 

@@ -518,7 +518,8 @@ class RefreshResult:
 
     @property
     def ok(self) -> bool:
-        return self.status == "succeeded"
+        """Pulled to the last page: merged, or landed for its audit (write-audit-publish)."""
+        return self.status in ("succeeded", "landed")
 
 
 _ROW_COLUMNS: tuple[str, ...] = (
@@ -610,6 +611,12 @@ def store(
         "update price_list_incoming set pull_id = %s, last_seen_pull_id = %s, fetched_at = %s",
         (pull_id, pull_id, fetched_at),
     )
+    return _merge_incoming(conn)
+
+
+def _merge_incoming(conn: Conn) -> tuple[int, int]:
+    """Merge the temporary table ``price_list_incoming`` (one row per key); see :func:`store`."""
+    columns = ", ".join(_ROW_COLUMNS)
     # A changed price whose published effectiveDate does not move forward starts when seen.
     conn.execute(
         """
@@ -668,6 +675,108 @@ def store(
     return max(inserted, 0), max(closed, 0)
 
 
+def land(
+    conn: Conn, rows: Sequence[PriceRow], *, pull_id: int, fetched_at: datetime, run_id: str
+) -> None:
+    """Write-audit-publish: land a pull's rows for its audit instead of merging them.
+
+    The rows go to ``raw.aws_price_list_landed`` as parsed (duplicates included,
+    for the audit to see) and the pull becomes the pending batch ``pull_id`` of
+    ``run_id``, all in the caller's transaction. :func:`publish_landed` merges them
+    once Great Expectations passed them; :func:`quarantine_landed` keeps them out.
+    """
+    from spancost.validation import batches
+
+    columns = ", ".join(_ROW_COLUMNS)
+    with conn.cursor() as cur:
+        with cur.copy(
+            f"copy raw.aws_price_list_landed ({columns}, pull_id, fetched_at) from stdin"
+        ) as copy:
+            for row in rows:
+                copy.write_row((*_copy_values(row), pull_id, fetched_at))
+    batches.register_pending(conn, batches.PRICES, str(pull_id), run_id)
+
+
+def publish_landed(conn: Conn, pull_id: int) -> tuple[int, int]:
+    """Merge an audited pull's landed rows into ``raw.aws_price_list``; (inserted, closed).
+
+    Runs in the audit's transaction, so the merge commits with the verdict. Rows
+    repeated within the pull are merged once (the audit quarantines a pull whose
+    repeats disagree). The landed rows are then deleted: they are in the history.
+    """
+    found = conn.execute(
+        "select service_code, started_at from raw.aws_price_list_pulls where pull_id = %s",
+        (pull_id,),
+    ).fetchone()
+    if found is None:
+        raise PriceListError(f"price list pull {pull_id}: no such pull to publish")
+    service_code, started_at = found
+    conn.execute(
+        "select pg_advisory_xact_lock(hashtext('spancost.price_list'), hashtext(%s))",
+        (service_code,),
+    )
+    conn.execute("drop table if exists price_list_incoming")
+    conn.execute(_INCOMING_DDL)
+    columns = ", ".join(_ROW_COLUMNS)
+    conn.execute(
+        f"""
+        insert into price_list_incoming ({columns}, pull_id, last_seen_pull_id, fetched_at)
+        select distinct on (sku, offer_term_code, rate_code)
+            {columns}, pull_id, pull_id, fetched_at
+        from raw.aws_price_list_landed
+        where pull_id = %s
+        order by sku, offer_term_code, rate_code
+        """,
+        (pull_id,),
+    )
+    inserted, closed = _merge_incoming(conn)
+    conn.execute(
+        """
+        update raw.aws_price_list_pulls
+        set status = 'succeeded', rows_inserted = %s, rows_closed = %s
+        where pull_id = %s
+        """,
+        (inserted, closed, pull_id),
+    )
+    conn.execute("delete from raw.aws_price_list_landed where pull_id = %s", (pull_id,))
+    log.info(
+        "price list pull %d published (started %s): %d new rows, %d closed",
+        pull_id,
+        started_at.isoformat(),
+        inserted,
+        closed,
+    )
+    return inserted, closed
+
+
+def quarantine_landed(conn: Conn, pull_id: int, reason: str) -> int:
+    """An audited pull failed: its rows stay landed, the prices in use are marked stale.
+
+    Runs in the audit's transaction. The pull does not count as a refresh, so the
+    next run pulls again. Returns how many open prices were marked stale.
+    """
+    found = conn.execute(
+        """
+        update raw.aws_price_list_pulls set status = 'quarantined', error = %s
+        where pull_id = %s
+        returning query_name, service_code, filters
+        """,
+        (reason, pull_id),
+    ).fetchone()
+    if found is None:
+        raise PriceListError(f"price list pull {pull_id}: no such pull to quarantine")
+    query_name, service_code, filters = found
+    query = ProductQuery(
+        name=str(query_name),
+        service_code=str(service_code),
+        filters=tuple(
+            PriceFilter(str(f["Field"]), str(f["Value"]), str(f.get("Type", "TERM_MATCH")))
+            for f in filters or []
+        ),
+    )
+    return _mark_stale(conn, query)
+
+
 def _mark_stale(conn: Conn, query: ProductQuery) -> int:
     """Flag the open prices this query maintains as stale; they stay the prices in use."""
     region = query.region_code
@@ -697,8 +806,13 @@ def refresh(
     *,
     now: datetime,
     page_size: int | None = None,
+    batch_run_id: str | None = None,
 ) -> RefreshResult:
     """Pull one query to the last page and merge it; on failure keep and flag the old prices.
+
+    With ``batch_run_id`` (write-audit-publish) the complete pull is landed
+    instead, as a pending batch of that run (status ``landed``): the audit merges
+    it (:func:`publish_landed`) or quarantines it.
 
     The pull is all or nothing: an error on any page (API or parse) writes no
     price, marks the query's open prices ``stale`` and records the failed pull
@@ -741,6 +855,32 @@ def refresh(
             items=fetched.items,
             rows_marked_stale=marked,
             error=error,
+        )
+    if batch_run_id is not None:
+        with conn.transaction():
+            land(conn, fetched.rows, pull_id=pull_id, fetched_at=now, run_id=batch_run_id)
+            conn.execute(
+                """
+                update raw.aws_price_list_pulls
+                set status = 'landed', finished_at = %s, pages = %s, items = %s, rows_seen = %s
+                where pull_id = %s
+                """,
+                (_finished(now, started), fetched.pages, fetched.items, len(fetched.rows), pull_id),
+            )
+        log.info(
+            "price list %s: pull %d landed, %d rows for the audit",
+            query.name,
+            pull_id,
+            len(fetched.rows),
+        )
+        return RefreshResult(
+            pull_id=pull_id,
+            query_name=query.name,
+            service_code=query.service_code,
+            status="landed",
+            pages=fetched.pages,
+            items=fetched.items,
+            rows_seen=len(fetched.rows),
         )
     with conn.transaction():
         conn.execute(
@@ -795,7 +935,8 @@ def refresh_due(
     """Whether a refresh should run: forced, or no successful pull started within ``min_interval``.
 
     With ``query_name`` the question is about that query; without, about any query.
-    A failed pull does not count, so the next run tries again.
+    A failed or quarantined pull does not count, so the next run tries again; a
+    landed one (its audit pending) does.
     """
     if force:
         return True
@@ -803,7 +944,8 @@ def refresh_due(
         found = conn.execute(
             """
             select max(started_at) from raw.aws_price_list_pulls
-            where status = 'succeeded' and (%s::text is null or query_name = %s::text)
+            where status in ('succeeded', 'landed')
+              and (%s::text is null or query_name = %s::text)
             """,
             (query_name, query_name),
         ).fetchone()
@@ -820,12 +962,20 @@ def refresh_all(
     min_interval: timedelta = timedelta(hours=24),
     force: bool = False,
     page_size: int | None = None,
+    batch_run_id: str | None = None,
 ) -> list[RefreshResult]:
-    """Refresh every query that is due; one pull (and one transaction) per query."""
+    """Refresh every query that is due; one pull (and one transaction) per query.
+
+    With ``batch_run_id`` each complete pull is landed for its audit (see :func:`refresh`).
+    """
     results: list[RefreshResult] = []
     for query in queries:
         if refresh_due(conn, now, min_interval, force, query_name=query.name):
-            results.append(refresh(conn, client, query, now=now, page_size=page_size))
+            results.append(
+                refresh(
+                    conn, client, query, now=now, page_size=page_size, batch_run_id=batch_run_id
+                )
+            )
         else:
             log.info("price list %s: refreshed within %s, skipped", query.name, min_interval)
     return results

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import json
 import logging
+import uuid
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -61,6 +62,7 @@ class SnapshotResult:
     rows: int
     vanished: tuple[str, ...]
     requests: int
+    batch_id: str | None = None  # the pending batch (write-audit-publish), if any
 
 
 _COLUMNS: tuple[str, ...] = (
@@ -217,29 +219,71 @@ def _copy_row(row: EndpointVariant) -> tuple[object, ...]:
 
 
 def store(
-    conn: Conn, rows: Sequence[EndpointVariant], *, snapshot_at: datetime, region: str
-) -> int:
-    """Write one snapshot in one transaction, replacing an earlier one of the same time."""
+    conn: Conn,
+    rows: Sequence[EndpointVariant],
+    *,
+    snapshot_at: datetime,
+    region: str,
+    batch_run_id: str | None = None,
+) -> str | None:
+    """Write one snapshot in one transaction, replacing an earlier one of the same time.
+
+    With ``batch_run_id`` (write-audit-publish) the snapshot is a pending batch of
+    that run, whose id is returned: staging reads it once Great Expectations passed
+    it. A snapshot with no endpoints is a batch only when the region's previous one
+    had some (so the audit can warn that they all went); otherwise None.
+    """
+    batch_id: str | None = None
     with conn.transaction():
         conn.execute(
             "delete from raw.sagemaker_endpoint_snapshots where snapshot_at = %s and region = %s",
             (snapshot_at, region),
         )
+        if batch_run_id is not None and (rows or _had_endpoints(conn, region, snapshot_at)):
+            from spancost.validation import batches
+
+            batch_id = f"{region}/{snapshot_at.isoformat()}/{uuid.uuid4().hex[:12]}"
+            batches.register_pending(conn, batches.ENDPOINTS, batch_id, batch_run_id)
         with conn.cursor() as cur:
             columns = ", ".join(_COLUMNS)
-            with cur.copy(f"copy raw.sagemaker_endpoint_snapshots ({columns}) from stdin") as copy:
+            with cur.copy(
+                f"copy raw.sagemaker_endpoint_snapshots ({columns}, batch_id) from stdin"
+            ) as copy:
                 for row in rows:
-                    copy.write_row(_copy_row(row))
-    return len(rows)
+                    copy.write_row((*_copy_row(row), batch_id))
+    return batch_id
+
+
+def _had_endpoints(conn: Conn, region: str, before: datetime) -> bool:
+    found = conn.execute(
+        """
+        select exists (
+            select 1 from raw.sagemaker_endpoint_snapshots
+            where region = %s
+              and snapshot_at = (
+                  select max(snapshot_at) from raw.sagemaker_endpoint_snapshots
+                  where region = %s and snapshot_at < %s
+              )
+        )
+        """,
+        (region, region, before),
+    ).fetchone()
+    return bool(found and found[0])
 
 
 def snapshot_endpoints(
-    conn: Conn, client: Any, *, snapshot_at: datetime, page_size: int | None = None
+    conn: Conn,
+    client: Any,
+    *,
+    snapshot_at: datetime,
+    page_size: int | None = None,
+    batch_run_id: str | None = None,
 ) -> SnapshotResult:
     """Snapshot every endpoint of the client's region into ``raw.sagemaker_endpoint_snapshots``.
 
     API errors other than an endpoint vanishing mid-listing raise
-    :class:`InfrastructureError` and write nothing.
+    :class:`InfrastructureError` and write nothing. With ``batch_run_id`` the
+    snapshot lands as a pending batch of that run (see :func:`store`).
     """
     if snapshot_at.tzinfo is None:
         raise ValueError("snapshot_at must be timezone-aware (UTC)")
@@ -250,19 +294,20 @@ def snapshot_endpoints(
         )
     except (botocore.exceptions.BotoCoreError, botocore.exceptions.ClientError) as exc:
         raise InfrastructureError(f"sagemaker endpoint snapshot in {region} failed: {exc}") from exc
-    written = store(conn, rows, snapshot_at=snapshot_at, region=region)
+    batch_id = store(conn, rows, snapshot_at=snapshot_at, region=region, batch_run_id=batch_run_id)
     log.info(
         "sagemaker snapshot %s in %s: %d endpoints, %d variant rows",
         snapshot_at.isoformat(),
         region,
         endpoints,
-        written,
+        len(rows),
     )
     return SnapshotResult(
         snapshot_at=snapshot_at,
         region=region,
         endpoints=endpoints,
-        rows=written,
+        rows=len(rows),
         vanished=vanished,
         requests=requests,
+        batch_id=batch_id,
     )

@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import json
 import logging
+import math
 import os
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -245,6 +246,7 @@ def _audit_batch(
                 rows=rows,
                 outcomes=tuple(outcomes),
             )
+            _apply_verdict(conn, audited)
             _record(conn, audited, run_id)
     finally:
         conn.execute("select pg_advisory_unlock(hashtextextended(%s, 0))", [lock])
@@ -286,9 +288,51 @@ def _row_count(conn: batches.Conn, batch: batches.Batch) -> int:
 
 def _parameters(conn: batches.Conn, batch: batches.Batch) -> dict[str, Any]:
     """The suite's ``$PARAMETER`` values for this batch: its time window and volume floor."""
+    window = _window(conn, batch)
+    # The trailing batches a volume drop is measured against: the same query's pulls
+    # for prices (daily, each query its own size), the same region's snapshots for
+    # endpoints, the dataset's batches otherwise.
+    trailing_days, peers = 1, ""
+    if batch.dataset == batches.PRICES:
+        trailing_days = 7
+        peers = (
+            " and batch_id in (select cast(pull_id as text) from raw.aws_price_list_pulls"
+            " where query_name = (select query_name from raw.aws_price_list_pulls"
+            " where cast(pull_id as text) = %(batch)s))"
+        )
+    elif batch.dataset == batches.ENDPOINTS:
+        peers = " and split_part(batch_id, '/', 1) = split_part(%(batch)s, '/', 1)"
+    trailing = conn.execute(
+        "select avg(row_count) from ops.load_batches where dataset = %(dataset)s"
+        " and status = 'published' and row_count is not null"
+        " and created_at >= %(since)s and created_at < %(until)s" + peers,
+        {
+            "dataset": batch.dataset,
+            "batch": batch.batch_id,
+            "since": batch.created_at - timedelta(days=trailing_days),
+            "until": batch.created_at,
+        },
+    ).fetchone()
+    mean = float(trailing[0]) if trailing and trailing[0] is not None else 0.0
+    return {
+        "window_start": window[0].isoformat(),
+        "window_end": window[1].isoformat(),
+        # Rounded up: with any trailing traffic, an empty batch warns.
+        "min_rows": math.ceil(mean * VOLUME_FLOOR),
+    }
+
+
+# Price List effective dates are history: from here to a year after the pull (AWS
+# publishes some price changes ahead). Endpoints were not created before SageMaker.
+PRICES_EFFECTIVE_SINCE = datetime(2000, 1, 1, tzinfo=UTC)
+ENDPOINTS_CREATED_SINCE = datetime(2017, 1, 1, tzinfo=UTC)
+
+
+def _window(conn: batches.Conn, batch: batches.Batch) -> tuple[datetime, datetime]:
+    """The batch's time window (the suites' ``window_start`` and ``window_end``)."""
+    skew = timedelta(minutes=_env_int("SPANCOST_AUDIT_CLOCK_SKEW_MINUTES", 60))
     if batch.dataset == batches.SPANS:
         max_age = timedelta(hours=_env_int("SPANCOST_AUDIT_SPAN_MAX_AGE_HOURS", 48))
-        skew = timedelta(minutes=_env_int("SPANCOST_AUDIT_CLOCK_SKEW_MINUTES", 60))
         first, last = conn.execute(
             "select min(partition_time), max(greatest(partition_time, last_modified))"
             " from raw.s3_objects where batch_id = %s",
@@ -296,34 +340,54 @@ def _parameters(conn: batches.Conn, batch: batches.Batch) -> dict[str, Any]:
         ).fetchone() or (None, None)
         if first is None or last is None:
             first = last = batch.created_at
-        window = (first - max_age, last + timedelta(minutes=1) + skew)
-    elif batch.dataset == batches.INVOCATIONS:
+        return (first - max_age, last + timedelta(minutes=1) + skew)
+    if batch.dataset == batches.INVOCATIONS:
         pulled = conn.execute(
             "select window_start, window_end from raw.cloudwatch_pulls where pull_id = %s",
             [batch.batch_id],
         ).fetchone()
         if pulled is None:
             raise SuiteError(f"batch {batch.batch_id}: no CloudWatch pull with that id")
-        window = (pulled[0], pulled[1] - timedelta(hours=1))  # hours start before the end
-    else:
-        found = conn.execute(
-            "select time_period_start, time_period_end from raw.ce_pulls where pull_id = %s",
+        return (pulled[0], pulled[1] - timedelta(hours=1))  # hours start before the end
+    if batch.dataset == batches.PRICES:
+        started = conn.execute(
+            "select started_at from raw.aws_price_list_pulls where cast(pull_id as text) = %s",
             [batch.batch_id],
         ).fetchone()
-        if found is None:
-            raise SuiteError(f"batch {batch.batch_id}: no Cost Explorer pull with that id")
-        window = (_utc_midnight(found[0]), _utc_midnight(found[1]))
-    trailing = conn.execute(
-        "select avg(row_count) from ops.load_batches where dataset = %s and status = 'published'"
-        " and row_count is not null and created_at >= %s and created_at < %s",
-        [batch.dataset, batch.created_at - timedelta(days=1), batch.created_at],
+        if started is None:
+            raise SuiteError(f"batch {batch.batch_id}: no Price List pull with that id")
+        return (PRICES_EFFECTIVE_SINCE, started[0] + timedelta(days=366))
+    if batch.dataset == batches.ENDPOINTS:
+        # <region>/<snapshot time>/<suffix> (spancost.billing.sagemaker.store)
+        try:
+            snapshot_at = datetime.fromisoformat(batch.batch_id.split("/")[1])
+        except (IndexError, ValueError) as exc:
+            raise SuiteError(f"batch {batch.batch_id}: not a SageMaker snapshot batch") from exc
+        return (ENDPOINTS_CREATED_SINCE, snapshot_at + skew)
+    found = conn.execute(
+        "select time_period_start, time_period_end from raw.ce_pulls where pull_id = %s",
+        [batch.batch_id],
     ).fetchone()
-    mean = float(trailing[0]) if trailing and trailing[0] is not None else 0.0
-    return {
-        "window_start": window[0].isoformat(),
-        "window_end": window[1].isoformat(),
-        "min_rows": int(mean * VOLUME_FLOOR),
-    }
+    if found is None:
+        raise SuiteError(f"batch {batch.batch_id}: no Cost Explorer pull with that id")
+    return (_utc_midnight(found[0]), _utc_midnight(found[1]))
+
+
+def _apply_verdict(conn: batches.Conn, audited: BatchAudit) -> None:
+    """What a verdict does beyond the batch's status, in the audit's transaction.
+
+    A Price List pull is merged into the effective-dated history only when it is
+    published, so prices that fail their audit never close a row; a quarantined
+    pull's rows stay landed and the prices in use are marked stale.
+    """
+    if audited.dataset != batches.PRICES:
+        return
+    from spancost.billing import price_list
+
+    if audited.status == "published":
+        price_list.publish_landed(conn, int(audited.batch_id))
+    else:
+        price_list.quarantine_landed(conn, int(audited.batch_id), audited.reason or "")
 
 
 def _run_checkpoint(

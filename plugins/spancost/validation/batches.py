@@ -25,7 +25,9 @@ Conn = psycopg.Connection[Any]
 SPANS = "otel_spans"
 COST_EXPLORER = "ce_cost_and_usage"
 INVOCATIONS = "sagemaker_invocations_hourly"
-DATASETS = (SPANS, COST_EXPLORER, INVOCATIONS)
+PRICES = "aws_price_list"
+ENDPOINTS = "sagemaker_endpoint_snapshots"
+DATASETS = (SPANS, COST_EXPLORER, INVOCATIONS, PRICES, ENDPOINTS)
 
 # A pending batch of another run is audited once nothing has landed in it for this long:
 # its run died (the load tasks have execution timeouts far below it).
@@ -75,7 +77,7 @@ def open_batch(conn: Conn, dataset: str, run_id: str) -> str:
 
 
 def register_pending(conn: Conn, dataset: str, batch_id: str, run_id: str) -> None:
-    """A batch whose rows the caller writes in the same transaction (a Cost Explorer pull)."""
+    """A batch whose rows the caller writes in the same transaction (a pull, a snapshot)."""
     conn.execute(
         "insert into ops.load_batches (batch_id, dataset, run_id) values (%s, %s, %s)",
         [batch_id, dataset, run_id],

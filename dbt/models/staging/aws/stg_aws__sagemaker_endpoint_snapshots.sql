@@ -1,8 +1,22 @@
 with
 
+unpublished_snapshots as (
+
+    -- Write-audit-publish: a snapshot Great Expectations has not passed yet (pending)
+    -- or failed (quarantined) is not read. Snapshots taken with validation off have
+    -- no batch and are read as they land.
+    select batch_id
+    from {{ source('ops', 'unpublished_batches') }}
+    where dataset = 'sagemaker_endpoint_snapshots'
+
+),
+
 source as (
 
     select * from {{ source('raw', 'sagemaker_endpoint_snapshots') }}
+    where
+        batch_id is null
+        or batch_id not in (select unpublished_snapshots.batch_id from unpublished_snapshots)
 
 ),
 

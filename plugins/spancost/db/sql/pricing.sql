@@ -95,3 +95,49 @@ create table if not exists raw.sagemaker_endpoint_snapshots (
 -- pipeline an endpoint serves. Added after the first release; older rows have {}.
 alter table raw.sagemaker_endpoint_snapshots
     add column if not exists tags jsonb not null default '{}'::jsonb;
+
+-- Write-audit-publish of the Price List (spancost.validation): with validation on, a
+-- pull's rows land here first, as they were parsed (duplicates included), under the
+-- pull's id. Great Expectations audits them (ops.audit_aws_price_list); a pull that
+-- passes is merged into raw.aws_price_list in the audit's own transaction and its rows
+-- here are deleted; a quarantined pull's rows stay here, and raw.aws_price_list keeps
+-- the last good prices (marked stale), so no effective-dated row is ever closed by
+-- prices that failed their audit.
+create table if not exists raw.aws_price_list_landed (
+    pull_id             bigint      not null,
+    service_code        text        not null,
+    sku                 text        not null,
+    term_type           text        not null,
+    offer_term_code     text        not null,
+    rate_code           text        not null,
+    region_code         text,
+    usage_type          text,
+    operation           text,
+    product_family      text,
+    item_name           text,
+    token_kind          text,
+    attributes          jsonb       not null,
+    description         text,
+    unit                text        not null,
+    price_usd           numeric     not null,
+    normalized_unit     text,
+    usd_per_unit        numeric,
+    begin_range         numeric,
+    end_range           numeric,
+    effective_from      timestamptz not null,
+    publication_date    timestamptz,
+    version             text,
+    fetched_at          timestamptz not null
+);
+create index if not exists aws_price_list_landed_pull_idx on raw.aws_price_list_landed (pull_id);
+
+-- A pull is 'landed' while its audit is pending and 'quarantined' when it failed it.
+alter table raw.aws_price_list_pulls drop constraint if exists aws_price_list_pulls_status_check;
+alter table raw.aws_price_list_pulls add constraint aws_price_list_pulls_status_check
+    check (status in ('running', 'landed', 'succeeded', 'quarantined', 'failed'));
+
+-- The write-audit-publish batch a snapshot landed in; null when it was taken with
+-- validation off (or before), which is read as it lands.
+alter table raw.sagemaker_endpoint_snapshots add column if not exists batch_id text;
+create index if not exists sagemaker_endpoint_snapshots_batch_idx
+    on raw.sagemaker_endpoint_snapshots (batch_id);

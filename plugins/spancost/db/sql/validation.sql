@@ -3,7 +3,9 @@
 -- Every load with validation on lands as a batch: spans are written to raw.otel_spans
 -- (their objects' manifest rows name the batch), a Cost Explorer pull to
 -- raw.ce_cost_and_usage and a CloudWatch pull to raw.sagemaker_invocations_hourly (the
--- batch is the pull). Until Great Expectations has audited
+-- batch is the pull), a Price List pull to raw.aws_price_list_landed (merged into
+-- raw.aws_price_list when it is published) and a SageMaker snapshot of one region to
+-- raw.sagemaker_endpoint_snapshots. Until Great Expectations has audited
 -- the batch it is 'pending', and dbt's staging does not read it. A batch that passes
 -- (or only warns) is 'published'; one that fails a critical expectation is
 -- 'quarantined': it stays in raw, staging keeps it out, and the reason names the suite
@@ -86,6 +88,26 @@ where invocations.pull_id in (
     select cast(targets.batch_id as uuid)
     from ops.audit_targets as targets
     where targets.dataset = 'sagemaker_invocations_hourly'
+);
+
+-- A Price List pull's landed rows (raw.aws_price_list_landed), before they are merged.
+create or replace view ops.audit_aws_price_list as
+select landed.*
+from raw.aws_price_list_landed as landed
+where landed.pull_id in (
+    select cast(targets.batch_id as bigint)
+    from ops.audit_targets as targets
+    where targets.dataset = 'aws_price_list'
+);
+
+-- One region's SageMaker endpoint snapshot.
+create or replace view ops.audit_sagemaker_endpoint_snapshots as
+select snapshots.*
+from raw.sagemaker_endpoint_snapshots as snapshots
+where snapshots.batch_id in (
+    select targets.batch_id
+    from ops.audit_targets as targets
+    where targets.dataset = 'sagemaker_endpoint_snapshots'
 );
 
 -- One row per expectation evaluated on a batch (and a volume warning for a run that
