@@ -189,7 +189,7 @@ def audit(
         if todo:
             context = context or load_context(url)
             for batch in todo:
-                audited = _audit_batch(conn, context, batch, run_id or batch.run_id)
+                audited = _audit_batch(url, conn, context, batch, run_id or batch.run_id)
                 if audited is not None:
                     done.append(audited)
         elif run_id is not None and dataset == batches.SPANS:
@@ -214,7 +214,11 @@ def audit(
 
 
 def _audit_batch(
-    conn: batches.Conn, context: AbstractDataContext, batch: batches.Batch, run_id: str
+    url: str,
+    conn: batches.Conn,
+    context: AbstractDataContext,
+    batch: batches.Batch,
+    run_id: str,
 ) -> BatchAudit | None:
     """Audit one batch under the dataset's lock; None when another audit got there first."""
     lock = f"spancost.audit/{batch.dataset}"
@@ -234,6 +238,8 @@ def _audit_batch(
             ).fetchone()
             if row is None or row[0] != "pending":
                 return None
+            if batch.dataset == batches.SPANS:
+                _target_objects(url, batch.batch_id)
             rows = _row_count(conn, batch)
             parameters = _parameters(conn, batch)
             outcomes = _run_checkpoint(context, batch.dataset, parameters, batch.batch_id)
@@ -260,6 +266,23 @@ def _audit_batch(
         audited.reason or "every expectation passed",
     )
     return audited
+
+
+def _target_objects(url: str, batch_id: str) -> None:
+    """Show the batch's span exports to ``ops.audit_otel_spans`` (``ops.audit_objects``).
+
+    Committed on a connection of its own, so GX's connection sees them, while the
+    caller's transaction holds the batch: no load can add an export meanwhile.
+    Analysed, so the planner knows the batch's size.
+    """
+    with db.connect(url, autocommit=True) as side, side.transaction():
+        side.execute("delete from ops.audit_objects")
+        side.execute(
+            "insert into ops.audit_objects (bucket, key)"
+            " select bucket, key from raw.s3_objects where batch_id = %s",
+            [batch_id],
+        )
+        side.execute("analyze ops.audit_objects")
 
 
 def prune_results(root: Path, now: datetime) -> int:
