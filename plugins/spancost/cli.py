@@ -408,6 +408,8 @@ def cmd_airflow(args: argparse.Namespace) -> int:
         metadata = airflow_local.metadata_database(env["SPANCOST_DATABASE_URL"])
         if metadata is not None:
             env["AIRFLOW__DATABASE__SQL_ALCHEMY_CONN"] = metadata
+    if args.executor == "celery":
+        env = airflow_local.celery_env(env, args.celery_workers)
     return airflow_local.run(env)
 
 
@@ -499,6 +501,20 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--port", type=int, default=8080, help="the UI and API port (default 8080)")
     p.add_argument("--dags-folder", default="dags", help="the DAGs folder (default ./dags)")
+    p.add_argument(
+        "--executor",
+        choices=["local", "celery"],
+        default="local",
+        help="local: the LocalExecutor (default); celery: the CeleryExecutor, with Celery"
+        " workers and Redis as the broker (AIRFLOW__CELERY__BROKER_URL, default"
+        " redis://127.0.0.1:6379/0)",
+    )
+    p.add_argument(
+        "--celery-workers",
+        type=int,
+        default=2,
+        help="with --executor celery: Celery worker processes, one task at a time each (default 2)",
+    )
     p.set_defaults(func=cmd_airflow)
 
     p = sub.add_parser("env", help="print shell exports for dbt and Airflow (eval them)")

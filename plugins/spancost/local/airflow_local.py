@@ -7,6 +7,16 @@ itself, so spancost runs the four components directly instead, the scheduler and
 the triggerer with ``--skip-serve-logs``: the only port open is the API server's,
 on 127.0.0.1.
 
+``--executor celery`` (``spancost airflow --executor celery``) runs the same on
+the CeleryExecutor, as the compose stack does, plus two Celery workers (``airflow
+celery worker``; ``--celery-workers``), each a process running one task at a time
+(Celery's solo pool; see ``celery_env``). They take the tasks from Redis
+(``AIRFLOW__CELERY__BROKER_URL``, by default ``redis://127.0.0.1:6379/0``, checked
+before anything starts), and Celery keeps its results in Airflow's metadata
+database in Postgres. The workers run with ``--skip-serve-logs`` too: on one
+machine their task logs are files in the same Airflow home, which the API server
+reads, so no port opens beside the API server's.
+
 It also sets what a first run needs and ``standalone`` leaves out: the DAGs start
 unpaused (a triggered run never sits queued), an ``aws_default`` connection that
 points boto3 at the local endpoints (so no task warns that it is missing), a JWT
@@ -22,12 +32,16 @@ import logging
 import os
 import secrets
 import signal
+import socket
 import subprocess
 import sys
 import threading
 from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import TextIO
+from urllib.parse import urlsplit
+
+from spancost.errors import ConfigError
 
 log = logging.getLogger(__name__)
 
@@ -43,6 +57,8 @@ POOLS = {
     "spancost_cost_explorer": "Cost Explorer calls ($0.01 a request, throttled)",
     "spancost_price_list": "AWS Price List API calls (throttled)",
 }
+EXECUTORS = {"local": "LocalExecutor", "celery": "CeleryExecutor"}
+DEFAULT_BROKER_URL = "redis://127.0.0.1:6379/0"
 SIMPLE_AUTH_MANAGER = (
     "airflow.api_fastapi.auth.managers.simple.simple_auth_manager.SimpleAuthManager"
 )
@@ -67,8 +83,6 @@ def metadata_database(url: str) -> str | None:
     which a backfill created from the UI or the API can fail ("database is
     locked") while the scheduler writes.
     """
-    from urllib.parse import urlsplit
-
     import psycopg
 
     from spancost.db import embedded
@@ -117,9 +131,89 @@ def airflow_env(
     return env
 
 
+def celery_env(env: Mapping[str, str], workers: int = 2) -> dict[str, str]:
+    """``env`` on the CeleryExecutor: Redis as the broker, results in the metadata database.
+
+    The broker is ``AIRFLOW__CELERY__BROKER_URL`` when set, else Redis on
+    127.0.0.1:6379; the result backend is ``AIRFLOW__CELERY__RESULT_BACKEND`` when
+    set, else Airflow's metadata database (``db+postgresql+psycopg2://…``), which
+    must be Postgres: Airflow refuses Celery on SQLite. ``workers`` Celery workers
+    run, each one task at a time.
+    """
+    if workers < 1:
+        raise ConfigError(f"--celery-workers must be at least 1, got {workers}")
+    metadata = env.get("AIRFLOW__DATABASE__SQL_ALCHEMY_CONN", "")
+    if not metadata.startswith("postgresql"):
+        raise ConfigError(
+            "the CeleryExecutor needs Airflow's metadata in Postgres, not SQLite: give the"
+            " database user CREATEDB (spancost creates <database>_airflow) or set"
+            " AIRFLOW__DATABASE__SQL_ALCHEMY_CONN to a Postgres database"
+        )
+    celery = dict(env)
+    celery["AIRFLOW__CORE__EXECUTOR"] = EXECUTORS["celery"]
+    celery.setdefault("AIRFLOW__CELERY__BROKER_URL", DEFAULT_BROKER_URL)
+    celery.setdefault("AIRFLOW__CELERY__RESULT_BACKEND", f"db+{metadata}")
+    # Each worker is one process that runs its task in its main thread (the solo
+    # pool): Celery's prefork pool runs a task below a daemonic process, where the
+    # span loader cannot start its processes (SPANCOST_LOAD_WORKERS: "daemonic
+    # processes are not allowed to have children"), and Airflow's task supervisor
+    # needs the main thread (signal handlers), which rules out the threads pool.
+    celery["AIRFLOW__CELERY__POOL"] = "solo"
+    celery["SPANCOST_CELERY_WORKERS"] = str(workers)
+    return celery
+
+
+def check_broker(url: str, timeout: float = 5.0) -> None:
+    """Raise ConfigError, saying how to start one, unless a Redis broker answers PING.
+
+    Only plain ``redis://`` URLs are checked; a Celery run without its broker would
+    sit queued with no word of why.
+    """
+    parts = urlsplit(url)
+    if parts.scheme != "redis":
+        return
+    host, port = parts.hostname or "127.0.0.1", parts.port or 6379
+    try:
+        with socket.create_connection((host, port), timeout=timeout) as sock:
+            sock.sendall(b"PING\r\n")
+            answer = sock.recv(64)
+    except OSError as exc:
+        answer = f"{exc}".encode()
+    # +PONG, or an error such as -NOAUTH: either way Redis is there.
+    if not answer.startswith((b"+", b"-")):
+        said = answer.decode(errors="replace").strip() or "no answer to PING"
+        raise ConfigError(
+            f"no Redis answers at {host}:{port}, the Celery broker"
+            f" (AIRFLOW__CELERY__BROKER_URL): {said}. Start one on loopback"
+            f" (`redis-server --bind 127.0.0.1 --port {port} --save ''`; Debian's"
+            " redis-server package, or `make redis`) or point the variable at yours"
+        )
+
+
+def components(env: Mapping[str, str]) -> dict[str, list[str]]:
+    """The airflow subcommands to run: the four, and the Celery workers on the CeleryExecutor."""
+    found = dict(COMPONENTS)
+    if env.get("AIRFLOW__CORE__EXECUTOR") == EXECUTORS["celery"]:
+        port = env.get("AIRFLOW__API__PORT", "8080")
+        for number in range(1, int(env.get("SPANCOST_CELERY_WORKERS", "2")) + 1):
+            found[f"celery-worker-{number}"] = [
+                "celery",
+                "worker",
+                "--concurrency",
+                "1",
+                "--skip-serve-logs",
+                # A name of its own, so workers on one broker do not clash.
+                "--celery-hostname",
+                f"spancost-{port}-{number}@%h",
+                "--pid",
+                str(Path(env["AIRFLOW_HOME"]) / f"celery-worker-{number}.pid"),
+            ]
+    return found
+
+
 def _relay(name: str, stream: Iterable[str], out: TextIO) -> None:
     for line in stream:
-        print(f"{name:13} | {line}", end="", file=out, flush=True)
+        print(f"{name:15} | {line}", end="", file=out, flush=True)
 
 
 def _signal_group(process: subprocess.Popen[str], signum: int) -> None:
@@ -140,6 +234,9 @@ def _stop(signum: int, frame: object) -> None:
 def run(env: Mapping[str, str]) -> int:
     """Migrate the metadata database, start the components, and wait.
 
+    On the CeleryExecutor (``celery_env``) the broker must answer first, and a
+    Celery worker runs beside the four.
+
     Ctrl-C or SIGTERM (or any component exiting) stops them all; returns the first
     non-zero exit code. The components run in sessions of their own, so a Ctrl-C
     reaches this process only, which stops them in order.
@@ -147,6 +244,8 @@ def run(env: Mapping[str, str]) -> int:
     for signum in (signal.SIGINT, signal.SIGTERM):
         signal.signal(signum, _stop)
     airflow = [sys.executable, "-m", "airflow"]
+    if env.get("AIRFLOW__CORE__EXECUTOR") == EXECUTORS["celery"]:
+        check_broker(env["AIRFLOW__CELERY__BROKER_URL"])
     subprocess.run([*airflow, "db", "migrate"], env=dict(env), check=True)
     for pool, description in POOLS.items():
         subprocess.run(
@@ -158,7 +257,7 @@ def run(env: Mapping[str, str]) -> int:
     processes: dict[str, subprocess.Popen[str]] = {}
     threads = []
     try:
-        for name, command in COMPONENTS.items():
+        for name, command in components(env).items():
             process = subprocess.Popen(
                 [*airflow, *command],
                 env=dict(env),
@@ -176,7 +275,7 @@ def run(env: Mapping[str, str]) -> int:
             threads.append(thread)
         print(
             f"spancost: Airflow UI on {env['AIRFLOW__API__BASE_URL']} (loopback only;"
-            " every local user is admin). Ctrl-C stops it.",
+            f" every local user is admin; {env['AIRFLOW__CORE__EXECUTOR']}). Ctrl-C stops it.",
             flush=True,
         )
         while all(process.poll() is None for process in processes.values()):
