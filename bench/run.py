@@ -247,7 +247,7 @@ def copy_file(bodies: list[tuple[str, bytes]], path: Path) -> list[tuple[str, in
         for key, body in bodies:
             normalized = normalize_object(key, body, settings)
             offset = out.tell()
-            out.write(encode_rows(BUCKET, key, normalized.rows).encode())
+            out.write(encode_rows(BUCKET, key, normalized.rows))
             extents.append((key, offset, len(normalized.rows)))
     return extents
 
@@ -287,7 +287,7 @@ def wire_copy(server_url: str, path: Path, extents: list[tuple[str, int, int]]) 
             for index, (key, offset, count) in enumerate(extents):
                 end = extents[index + 1][1] if index + 1 < len(extents) else None
                 source.seek(offset)
-                text = source.read(None if end is None else end - offset).decode()
+                text = source.read(None if end is None else end - offset)
                 obj = S3Object(BUCKET, key, "etag", len(text), None, START)
                 prepared = PreparedObject(obj=obj, etag="etag", rows=[{}] * count, copy_text=text)
                 commit_object(conn, prepared)

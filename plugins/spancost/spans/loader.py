@@ -78,7 +78,7 @@ class PreparedObject:
     rows: list[dict[str, Any]] = field(default_factory=list)
     rejections: list[Rejection] = field(default_factory=list)
     quarantine_reason: str | None = None
-    copy_text: str | None = None  # the rows as COPY text, made ahead of the commit
+    copy_text: bytes | None = None  # the rows as COPY text (UTF-8), made ahead of the commit
     spans: int = 0  # rows sealed into copy_text
     days: set[str] = field(default_factory=set)  # UTC days (YYYY-MM-DD) the rows start on
     error_type: str | None = None  # with quarantine_reason: the error underneath
@@ -103,7 +103,7 @@ class PreparedObject:
         """Encode the rows as COPY text and keep only what the commit needs.
 
         After this the object is cheap to hand from a worker process to the
-        committing one: one string instead of thousands of row dicts.
+        committing one: one bytes object instead of thousands of row dicts.
         """
         self.spans = len(self.rows)
         self.days = {row["start_time"][:10] for row in self.rows}
@@ -315,16 +315,28 @@ def storable_text(value: str) -> str:
     return value.replace("\0", "\ufffd")
 
 
-def _copy_json(value: Any, changes: Counter[str] | None = None) -> str:
-    return storable_json(value, changes).replace("\\", "\\\\")
+_ENCODER = msgspec.json.Encoder(enc_hook=str)
+_JSON_NUL_BYTES = re.compile(rb"(?<!\\)((?:\\\\)*)\\u0000")
 
 
-_HEAD = len(ROW_COLUMNS) - 4  # the columns before events, links, attributes, resource_attributes
-_HEAD_TABS = _HEAD + 1  # bucket, key, then the head columns
-_NULL = "\\N"
+def _copy_json(value: Any, changes: Counter[str] | None = None) -> bytes:
+    """The value as JSON for a jsonb column of COPY text, as UTF-8: :func:`storable_json`,
+    its backslashes escaped for COPY (JSON text has no other character COPY escapes)."""
+    data = _ENCODER.encode(value)
+    if b"\\" in data:
+        if b"\\u0000" in data:
+            data, replaced = _JSON_NUL_BYTES.subn(rb"\1\\ufffd", data)
+            if changes is not None:
+                changes[NUL_REPLACED] += replaced
+        data = data.replace(b"\\", b"\\\\")
+    return data
+
+
+_NULL = b"\\N"
 
 
 def _slow_head(values: Sequence[Any], changes: Counter[str] | None) -> str:
+    """Values as COPY text fields, escaped one by one (None is SQL null)."""
     return "\t".join(
         "\\N"
         if value is None
@@ -335,45 +347,52 @@ def _slow_head(values: Sequence[Any], changes: Counter[str] | None) -> str:
 
 def encode_rows(
     bucket: str, key: str, rows: Sequence[dict[str, Any]], changes: Counter[str] | None = None
-) -> str:
-    """The rows as COPY text: source bucket and key, then ROW_COLUMNS in order.
+) -> bytes:
+    """The rows as COPY text, encoded as UTF-8: source bucket and key, then ROW_COLUMNS
+    in order.
 
     Written by hand rather than by ``Copy.write_row``: this is the hot loop. The
-    typed columns are joined first, with NUL standing in for SQL null (NUL can
-    never be stored, so it cannot be a real value), and the joined text is
-    checked for characters that need escaping in a few scans; only a row that
-    has one is escaped value by value. A resource's attributes, shared by its
-    spans, are encoded once.
+    typed columns are joined first, with NUL standing in for SQL null, and the
+    joined text is checked for characters that need escaping in a few scans
+    (a NUL of a value's own shows as one NUL more than the row has nulls); only
+    a row that has one is escaped value by value, as :func:`_slow_head` does.
+    The JSON columns stay the bytes msgspec writes, never decoded to text and
+    encoded again. The source bucket and key, and a resource's attributes
+    (shared by its spans), are encoded once. Bytes, not text: a worker process
+    hands them to the committing one as they are (pickling text would encode
+    it), and psycopg sends them as they are.
     """
-    source = [bucket, key]
-    resources: dict[int, str] = {}
-    lines: list[str] = []
+    source = f"{_copy_text(bucket)}\t{_copy_text(key)}\t".encode()
+    if changes is not None and rows and ("\0" in bucket or "\0" in key):
+        changes[NUL_REPLACED] += (bucket.count("\0") + key.count("\0")) * len(rows)
+    tabs = len(ROW_COLUMNS) - 5  # between the head columns, before the four JSON ones
+    resources: dict[int, bytes] = {}
+    lines: list[bytes] = []
+    append = lines.append
     for row in rows:
-        values = list(row.values())
-        head_values = source + values[:_HEAD]
+        *head_values, events, links, attributes, resource = row.values()
         texts = [
             "\0" if value is None else value if value.__class__ is str else str(value)
             for value in head_values
         ]
         head = "\t".join(texts)
         if (
-            head.count("\t") != _HEAD_TABS
+            head.count("\t") != tabs
             or "\\" in head
             or "\n" in head
             or "\r" in head
-            or head.count("\0") != texts.count("\0")
+            or head.count("\0") != head_values.count(None)  # a NUL that is no null
         ):
             head = _slow_head(head_values, changes)
         else:
             head = head.replace("\0", "\\N")
-        events, links, attributes, resource = values[_HEAD:]
         encoded = resources.get(id(resource))
         if encoded is None:
             encoded = resources[id(resource)] = _copy_json(resource, changes)
-        lines.append(
-            "\t".join(
+        append(
+            b"\t".join(
                 (
-                    head,
+                    source + head.encode(),
                     _NULL if events is None else _copy_json(events, changes),
                     _NULL if links is None else _copy_json(links, changes),
                     _copy_json(attributes, changes),
@@ -381,8 +400,8 @@ def encode_rows(
                 )
             )
         )
-    lines.append("")
-    return "\n".join(lines)
+    append(b"")
+    return b"\n".join(lines)
 
 
 def _claim(conn: Conn, obj: S3Object, etag: str) -> bool:
@@ -1078,6 +1097,11 @@ def load_objects(
         if (obj.key, obj.etag) in done
     ]
     todo = [obj for obj in objects if (obj.key, obj.etag) not in done]
+    if workers > 0 and multiprocessing.current_process().daemon:
+        # A daemonic process (a Celery prefork pool's child, for one) may not start
+        # processes: prepare here instead; the executor's processes run tasks side by side.
+        log.info("running in a daemonic process: exports are prepared in-process")
+        workers = 0
     options = _Options(
         max_decompressed,
         max_ratio,

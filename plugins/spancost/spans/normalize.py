@@ -14,6 +14,7 @@ from __future__ import annotations
 import functools
 import hashlib
 import json
+import math
 from collections import Counter
 from collections.abc import Iterable
 from dataclasses import dataclass, field
@@ -264,7 +265,7 @@ _Found = dict[int, tuple[int, str, Any]]
 class _Resource:
     """A resource's stripped attributes and the typed values it provides, built once."""
 
-    __slots__ = ("attributes", "problem", "service_name", "typed", "user")
+    __slots__ = ("attributes", "problem", "service_name", "template", "typed", "user")
 
     def __init__(
         self,
@@ -281,6 +282,13 @@ class _Resource:
             for slot in range(len(_ALIAS_COLUMNS))
         ]
         self.user: str | None = _text(values[_USER_SLOT][2]) if _USER_SLOT in values else None
+        # A row of this resource before its span's values are set over a copy of it:
+        # what the resource gives its spans is set once, the keys in ROW_COLUMNS order.
+        self.template: dict[str, Any] = dict.fromkeys(ROW_COLUMNS)
+        self.template.update(zip(_ALIAS_COLUMNS, self.typed, strict=True))
+        self.template["service_name"] = self.service_name
+        self.template["user_id_hash"] = self.user
+        self.template["resource_attributes"] = attributes
 
 
 class Normalizer:
@@ -352,7 +360,18 @@ class Normalizer:
                 value = raw.string_value
                 if value is None:
                     try:
-                        value = any_value(raw, self._depth, self.changes)
+                        # An int or a finite double: what any_value gives, without the call.
+                        number = raw.int_value
+                        if raw.bool_value is not None:
+                            value = any_value(raw, self._depth, self.changes)
+                        elif number is not None:
+                            value = int(number)
+                        elif raw.double_value is not None:
+                            value = float(raw.double_value)
+                            if not math.isfinite(value):  # kept as text, and counted
+                                value = any_value(raw, self._depth, self.changes)
+                        else:
+                            value = any_value(raw, self._depth, self.changes)
                     except TooDeep as exc:
                         if problem is None:
                             problem = (key, str(exc), "")
@@ -371,13 +390,14 @@ class Normalizer:
                     if problem is None:
                         problem = (key, f"attribute value is over {limit} bytes", value[:200] + "…")
                     value = f"<dropped: {len(value)} characters, over the {limit}-byte limit>"
-            if action[0] == 2 and value is not None and value != "":
-                if action[1] == _USER_SLOT:
+            if action is not _KEEP and value is not None and value != "":
+                slot = action[1]
+                if slot == _USER_SLOT:
                     value = self._user_hash(value)
                 if found is not None:
-                    current = found.get(action[1])
+                    current = found.get(slot)
                     if current is None or action[2] < current[0]:
-                        found[action[1]] = (action[2], key, value)
+                        found[slot] = (action[2], key, value)
             out[key] = value
         return out, problem
 
@@ -448,8 +468,9 @@ class Normalizer:
                     "resource_attributes": resource.attributes,
                 },
             )
-        row["scope_name"] = scope_name
-        row["scope_version"] = scope_version
+        if scope_name is not None or scope_version is not None:
+            row["scope_name"] = scope_name
+            row["scope_version"] = scope_version
         return row
 
     def _row(
@@ -495,43 +516,34 @@ class Normalizer:
         if end_ns < start_ns:
             raise _Reject("span ends before it starts", "endTimeUnixNano", end_ns)
 
-        typed = list(resource.typed)
-        tokens: list[int | None] = [None] * len(_TOKEN_COLUMNS)
-        cost: Decimal | None = None
-        user = resource.user
+        # The resource's template holds its typed values, the scope is set by row();
+        # the span's own values go over a copy (its typed attributes over the resource's).
+        row = resource.template.copy()
+        row["trace_id"] = trace_id
+        row["span_id"] = span_id
+        row["parent_span_id"] = parent_span_id
+        row["name"] = span.name
+        row["kind"] = kind
+        row["start_time"] = _time(start_ns)
+        row["end_time"] = _time(end_ns)
+        row["status_code"] = status_code
+        if status is not None and status.message:
+            row["status_message"] = status.message
         for slot, (_, key, value) in found.items():
             if slot < _FIRST_TOKEN:
-                typed[slot] = _text(value)
+                row[_ALIAS_COLUMNS[slot]] = value if value.__class__ is str else _text(value)
             elif slot < _COST_SLOT:
-                tokens[slot - _FIRST_TOKEN] = _tokens(
-                    _TOKEN_COLUMNS[slot - _FIRST_TOKEN], key, value
-                )
+                column = _TOKEN_COLUMNS[slot - _FIRST_TOKEN]
+                row[column] = _tokens(column, key, value)
             elif slot == _COST_SLOT:
-                cost = _cost(key, value)
+                row["reported_cost_usd"] = _cost(key, value)
             else:
-                user = _text(value)
-        row: dict[str, Any] = {
-            "trace_id": trace_id,
-            "span_id": span_id,
-            "parent_span_id": parent_span_id,
-            "name": span.name,
-            "kind": kind,
-            "start_time": _time(start_ns),
-            "end_time": _time(end_ns),
-            "status_code": status_code,
-            "status_message": (status.message or None) if status else None,
-            "service_name": resource.service_name,
-            "scope_name": None,
-            "scope_version": None,
-        }
-        row.update(zip(_ALIAS_COLUMNS, typed, strict=True))
-        row.update(zip(_TOKEN_COLUMNS, tokens, strict=True))
-        row["user_id_hash"] = user
-        row["reported_cost_usd"] = cost
-        row["events"] = events
-        row["links"] = links
+                row["user_id_hash"] = _text(value)
+        if events is not None:
+            row["events"] = events
+        if links is not None:
+            row["links"] = links
         row["attributes"] = attrs
-        row["resource_attributes"] = resource.attributes
         return row
 
     def _nested_attributes(self, items: list[KeyValue], where: str) -> dict[str, Any]:
@@ -571,6 +583,13 @@ class Normalizer:
 
 def _id(raw: str, size: int, field: str) -> str | None:
     """A span or trace id as lowercase hex, or the rejection naming the field."""
+    if len(raw) == size * 2:  # hex, as nearly always: normalize_id's first case, inline
+        try:
+            bytes.fromhex(raw)
+        except ValueError:
+            pass
+        else:
+            return raw.lower()
     try:
         return normalize_id(raw, size)
     except ValueError as exc:

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+import importlib
 import math
 import re
 import zlib
@@ -166,8 +167,63 @@ def expansion_limit(
 
 
 def decompress(data: bytes, *, where: str, limit: int = DEFAULT_MAX_DECOMPRESSED) -> bytes:
-    """Undo gzip or zstd, detected by magic bytes; other bytes are returned unchanged."""
+    """Undo gzip or zstd, detected by magic bytes; other bytes are returned unchanged.
+
+    gzip goes through ISA-L (the ``isal`` package, when installed) first: it
+    inflates span exports about twice as fast as zlib. Whatever ISA-L does not
+    finish cleanly (an error, a member with header flags, the limit) is
+    inflated again by zlib, which says what is wrong exactly as without ISA-L.
+    """
+    if _ISAL is not None and data.startswith(GZIP_MAGIC):
+        inflated = _isal_inflate(data, limit)
+        if inflated is not None:
+            return inflated
     return b"".join(decompress_stream([data], where=where, limit=limit))
+
+
+def _load_isal() -> Any:
+    try:
+        return importlib.import_module("isal.isal_zlib")
+    except ImportError:  # optional: zlib gives the same bytes, slower
+        return None
+
+
+_ISAL = _load_isal()
+
+
+def _isal_inflate(data: bytes, limit: int) -> bytes | None:
+    """The gzip members of ``data`` inflated by ISA-L, or None to leave them to zlib.
+
+    Only plain members are taken: header flags (a file name, a header CRC,
+    reserved bits) and anything else ISA-L and zlib might judge differently
+    give None, as do errors, a truncated stream and the expansion limit.
+    """
+    parts: list[bytes] = []
+    total = 0
+    inflater = _ISAL.decompressobj(wbits=31)
+    fresh = True  # the next input starts a member
+    started = False  # the current member has had input, so it must reach its end
+    pending = data
+    try:
+        while pending:
+            if fresh:
+                if len(pending) < 10 or not pending.startswith(GZIP_MAGIC) or pending[3] != 0:
+                    return None
+                fresh = False
+            started = True
+            out = inflater.decompress(pending, limit - total + 1)  # past the limit: None
+            pending = inflater.unconsumed_tail
+            if inflater.eof:  # the next gzip member, if any, starts in unused_data
+                pending = (inflater.unused_data + pending).lstrip(b"\0")  # padding
+                inflater = _ISAL.decompressobj(wbits=31)
+                fresh, started = True, False
+            total += len(out)
+            if total > limit:
+                return None
+            parts.append(out)
+    except _ISAL.error:
+        return None
+    return None if started else b"".join(parts)
 
 
 def decompress_stream(

@@ -389,6 +389,24 @@ def test_nul_characters_are_replaced_and_counted(s3, db_url: str) -> None:
     assert row["changes"] == {"nul_replaced": 3} and row["changed_count"] == 3
 
 
+def test_a_value_of_one_nul_is_replaced_not_made_null(s3, db_url: str) -> None:
+    """The encoder uses NUL for SQL null inside a row: a name of one NUL once became
+    null, which the not-null column refused, and the run stopped."""
+    rng = random.Random(13)
+    span = llm_span(rng, T0, extra={"pipeline.id": "\x00"})
+    span["name"] = "\x00"
+    object_key = put(s3, request([span, llm_span(rng, T0)]))
+
+    report = ingest(s3, db_url)
+
+    assert report.spans == 2
+    rows = query(db_url, "select name, pipeline_id from raw.otel_spans where name = '\ufffd'")
+    assert rows == [("\ufffd", "\ufffd")]
+    row = manifest(db_url, object_key)
+    assert row["status"] == "loaded" and row["changes"] == {"nul_replaced": 3}
+    assert_second_run_adds_nothing(s3, db_url)
+
+
 def test_duplicates_inside_one_object_are_counted_and_land_once_for_dbt(s3, db_url: str) -> None:
     rng = random.Random(13)
     spans = [llm_span(rng, T0) for _ in range(3)]

@@ -5,6 +5,7 @@ from __future__ import annotations
 import random
 import threading
 from datetime import UTC, datetime, timedelta
+from typing import Any
 
 import psycopg
 import pytest
@@ -277,3 +278,43 @@ def test_worker_processes_load_exactly_what_one_process_loads(s3, db_url: str) -
             )
     assert len(dumps[2]) == 180 == len(set(dumps[2]))
     assert dumps[2] == dumps[0]
+
+
+def _load_in_a_daemon(db_url: str, answers: Any) -> None:
+    """In a daemonic child (as a Celery prefork pool runs tasks): load with 2 workers."""
+    import boto3
+
+    from spancost import db
+    from spancost.spans.loader import load_objects
+    from spancost.spans.normalize import NormalizeSettings
+    from spancost.spans.s3layout import list_objects
+
+    try:
+        s3 = boto3.client("s3")
+        objects = list_objects(s3, SETTINGS.spans, T0, T0 + timedelta(minutes=15))
+        with db.connect(db_url, autocommit=True) as conn:
+            report = load_objects(conn, s3, objects, NormalizeSettings(user_id_salt="s"), workers=2)
+        answers.put(("ok", report.count("loaded"), report.spans))
+    except BaseException as exc:  # reported to the test, which fails with it
+        answers.put(("error", repr(exc), 0))
+
+
+def test_a_daemonic_process_loads_in_process_instead_of_starting_workers(s3, db_url: str) -> None:
+    """Celery's prefork children are daemonic and may not start processes."""
+    import multiprocessing
+
+    from spancost import db
+
+    rng = random.Random(17)
+    for minute in range(3):
+        put(s3, minute, 100000500 + minute, [llm_span(rng, T0) for _ in range(4)])
+    with db.connect(db_url, autocommit=True) as conn:
+        db.apply_schema(conn)
+    context = multiprocessing.get_context("fork")
+    answers = context.Queue()
+    child = context.Process(target=_load_in_a_daemon, args=(db_url, answers), daemon=True)
+    child.start()
+    answer = answers.get(timeout=120)
+    child.join(timeout=60)
+    assert answer == ("ok", 3, 12), answer
+    assert scalar(db_url, "select count(*) from raw.otel_spans") == 12

@@ -13,14 +13,18 @@ import gzip
 import json
 import os
 import zlib
+from collections import Counter
 
+import msgspec
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from spancost.errors import BadExport
 from spancost.spans.loader import encode_rows, storable_json
-from spancost.spans.normalize import NormalizeSettings, normalize_object
+from spancost.spans.normalize import Normalizer, NormalizeSettings, normalize_object
+from spancost.spans.otlp import AnyValue, KeyValue, any_value
+from tests.unit.spans.test_copy_text import reference_copy_text
 
 pytestmark = pytest.mark.unit
 
@@ -123,8 +127,10 @@ def load(key: str, data: bytes) -> None:
         normalized = normalize_object(key, data, NORMALIZE, limit=1 << 24)
     except BadExport:
         return
-    copy_text = encode_rows("b", key, normalized.rows)
-    assert "\0" not in copy_text
+    changes: Counter[str] = Counter()
+    copy_text = encode_rows("b\\u", key, normalized.rows, changes)
+    assert b"\0" not in copy_text
+    assert (copy_text, changes) == reference_copy_text("b\\u", key, normalized.rows)
     for rejection in normalized.rejections:
         stored = storable_json(rejection.span)
         assert "\\u0000" not in stored.replace("\\\\", "")
@@ -181,3 +187,28 @@ def test_any_depth_loads_or_raises_bad_export(depth: int, kind: str) -> None:
     load(
         "fuzz/deep.json", ('{"resourceSpans":[{"scopeSpans":[{"spans":[' + span + "]}]}]}").encode()
     )
+
+
+@FUZZ
+@given(any_values)
+def test_attribute_values_convert_as_any_value_says(value: dict) -> None:
+    """The normaliser's inline conversions (ints, doubles) give what any_value gives."""
+    try:
+        any_value_struct = msgspec.convert(value, AnyValue)
+    except msgspec.ValidationError:
+        return  # the decoder refuses the document (the object is quarantined)
+    expected_changes: Counter[str] = Counter()
+    try:
+        expected = any_value(any_value_struct, NORMALIZE.max_attribute_depth, expected_changes)
+        refused = False
+    except (ValueError, TypeError):
+        expected, refused = None, True  # the span is rejected for it, naming the attribute
+    normalizer = Normalizer(NORMALIZE)
+    attributes, problem = normalizer._attributes([KeyValue("k", any_value_struct)], None)
+    if refused:
+        assert problem is not None and problem[0] == "k"
+    elif problem is None:
+        assert attributes == {"k": expected}
+        assert normalizer.changes == expected_changes
+    else:  # only the size limit can refuse a value any_value converts
+        assert "over" in problem[1]
