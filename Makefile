@@ -86,6 +86,7 @@ docs: venv
 	$(BIN)/spancost docs
 
 airflow: venv
+	$(BIN)/python -m spancost.transform.manifest
 	$(BIN)/spancost airflow --dags-folder $(CURDIR)/dags
 
 grafana:

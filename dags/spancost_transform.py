@@ -2,8 +2,26 @@
 ### spancost_transform
 
 Builds the dbt project in `dbt/` (staging → intermediate → marts) with
-Astronomer Cosmos, one Airflow task per dbt model, seed and test.
+Astronomer Cosmos in its *watcher* execution mode: one task per dbt model and
+seed, and one per model's tests, but dbt itself runs once.
 
+* **How dbt runs:** the first task, `dbt_producer_watcher`, runs one `dbt build`
+  of the whole project (a dbt child process, 2 threads), the same build as
+  `spancost transform`, and records each node's result from dbt's JSON log as it
+  finishes. When it ends, each model's task (`<model>.run`, `<seed>.seed`) and
+  test task (`<model>.test`: every data test of the model, a relationships test
+  in both models' tasks) reads its node's result and succeeds or fails with it;
+  its log shows dbt's lines for that node and the producer's log the whole build.
+  So the graph and the run's state show every model while dbt starts once, not
+  once per task (`python -m bench.transform_dag` compares the run with one
+  `dbt build`).
+* **Retries:** the producer is not retried (a retry would not run the build
+  again). A failed model's or test's task is retried on its own: the retry runs
+  `dbt run` (or `dbt test`) of that node alone, then its downstream tasks go on.
+* **Rendering:** the task graph comes from dbt's manifest, which `dbt parse`
+  writes once per version of the project (`dbt/target/spancost_manifest/`,
+  `spancost.transform.manifest`), so parsing this file runs no dbt while the
+  project is unchanged.
 * **When:** whenever `spancost_ingest` publishes new spans or Cost Explorer
   results (assets `spancost://raw/otel_spans`, `spancost://raw/ce_cost_and_usage`),
   or by hand.
@@ -45,10 +63,16 @@ from pathlib import Path
 
 from airflow.sdk import Asset, Param, get_current_context, task
 from cosmos import DbtDag, ExecutionConfig, ProfileConfig, ProjectConfig, RenderConfig
-from cosmos.constants import LoadMode, TestBehavior
+from cosmos.constants import (
+    PRODUCER_WATCHER_TASK_ID,
+    ExecutionMode,
+    InvocationMode,
+    LoadMode,
+    TestBehavior,
+)
 from cosmos.profiles import PostgresUserPasswordProfileMapping
 
-from spancost.transform import window
+from spancost.transform import manifest, window
 
 DBT_PROJECT = Path(__file__).resolve().parents[1] / "dbt"
 SPANS = Asset("spancost://raw/otel_spans")
@@ -73,22 +97,36 @@ spancost_transform = DbtDag(
         "start_time": Param("", type="string", description="Backfill window start (ISO 8601)"),
         "end_time": Param("", type="string", description="Backfill window end (ISO 8601)"),
     },
-    project_config=ProjectConfig(dbt_project_path=DBT_PROJECT),
+    # Rendered from dbt's manifest (`dbt parse`, cached per version of the project:
+    # spancost.transform.manifest), not from a `dbt ls` at every DAG parse.
+    project_config=ProjectConfig(
+        dbt_project_path=DBT_PROJECT, manifest_path=manifest.path(DBT_PROJECT)
+    ),
     profile_config=ProfileConfig(
         profile_name="spancost",
         target_name="airflow",
         profile_mapping=PostgresUserPasswordProfileMapping(
-            conn_id="spancost_postgres", profile_args={"schema": "public"}
+            conn_id="spancost_postgres", profile_args={"schema": "public", "threads": 2}
         ),
     ),
+    # One `dbt build` in the producer task; one sensor task per node. dbt runs as a
+    # child process: in-process (DBT_RUNNER) its threads wait on Cosmos's XCom writes
+    # of every node event, and the DAG took about twice as long (bench/transform_dag.py).
     execution_config=ExecutionConfig(
-        dbt_executable_path=str(Path(sys.executable).with_name("dbt"))
+        execution_mode=ExecutionMode.WATCHER,
+        invocation_mode=InvocationMode.SUBPROCESS,
+        dbt_executable_path=str(Path(sys.executable).with_name("dbt")),
+        # A retry of the producer would only skip (Cosmos never runs the build twice);
+        # a failed node is retried by its own task, which then runs that node alone.
+        setup_operator_args={"retries": 0},
     ),
     render_config=RenderConfig(
-        load_method=LoadMode.DBT_LS,
+        load_method=LoadMode.DBT_MANIFEST,
         test_behavior=TestBehavior.AFTER_EACH,
-        # Tests between two models (relationships) run once both are built.
-        should_detach_multiple_parents_tests=True,
+        # A test of two models (relationships) is reported by the test task of each:
+        # the one dbt build runs it once both are built. (As a task of its own under
+        # the watcher it would only ever report "not run".)
+        should_detach_multiple_parents_tests=False,
     ),
     # The window: params by hand, else the days of old spans the triggering ingest
     # runs published (spancost.transform.window), else dbt's lookback.
@@ -103,6 +141,19 @@ spancost_transform = DbtDag(
         },
     },
 )
+
+# Cosmos starts the first nodes' tasks with the producer (trigger rule "always", and
+# the staging models, whose parents are sources, with no upstream task at all) and
+# has them wait for its results. They start when it has finished instead: the build
+# gets the machine to itself, each node's task then reads its result at once, and
+# dag.test(), which runs one task at a time, cannot run a waiting task before the
+# producer and block forever.
+producer = spancost_transform.task_dict.get(PRODUCER_WATCHER_TASK_ID)
+if producer is not None:
+    for first in list(spancost_transform.tasks):
+        if first is not producer and first.upstream_task_ids <= {producer.task_id}:
+            producer >> first
+            first.trigger_rule = "all_done"
 
 with spancost_transform:
 

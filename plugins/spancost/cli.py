@@ -410,6 +410,11 @@ def cmd_airflow(args: argparse.Namespace) -> int:
             env["AIRFLOW__DATABASE__SQL_ALCHEMY_CONN"] = metadata
     if args.executor == "celery":
         env = airflow_local.celery_env(env, args.celery_workers)
+    # The transform DAG renders from dbt's manifest: make it now (a `dbt parse` once per
+    # version of the project), not inside the dag-processor's import timeout.
+    from spancost.transform import manifest
+
+    manifest.path()
     return airflow_local.run(env)
 
 

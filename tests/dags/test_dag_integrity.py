@@ -9,12 +9,16 @@ import pytest
 pytestmark = pytest.mark.integration
 
 DAGS = Path(__file__).resolve().parents[2] / "dags"
+WATCHER_PRODUCER = "dbt_producer_watcher"  # spancost_transform's `dbt build` (Cosmos)
 
 
 @pytest.fixture(scope="module")
 def dagbag(airflow_db: None):
     from airflow.dag_processing.dagbag import DagBag
 
+    from spancost.transform import manifest
+
+    manifest.path()  # the transform DAG's dbt manifest, made outside the import timeout
     return DagBag(dag_folder=str(DAGS))
 
 
@@ -34,6 +38,11 @@ def test_dag_standards(dagbag, dag_id: str) -> None:
     assert dag.doc_md and len(dag.doc_md) > 200
     for task in dag.tasks:
         assert task.owner == "spancost", task.task_id
+        if task.task_id == WATCHER_PRODUCER:
+            # Cosmos skips a retry of the one `dbt build` (it never runs it twice);
+            # each node's own task retries that node alone.
+            assert task.retries == 0
+            continue
         assert task.retries >= 2, task.task_id
     dag.topological_sort() if hasattr(dag, "topological_sort") else None
     # No cycles: every task is reachable in a walk that never revisits.
@@ -53,6 +62,22 @@ def test_ingest_publishes_the_asset_transform_is_scheduled_on(dagbag) -> None:
     assert "spancost://raw/otel_spans" in outlets
     transform = dagbag.get_dag("spancost_transform")
     assert "spancost://raw/otel_spans" in str(transform.timetable.asset_condition)
+
+
+def test_transform_runs_dbt_once_and_shows_every_model(dagbag) -> None:
+    import json
+
+    from spancost.transform import manifest
+
+    transform = dagbag.get_dag("spancost_transform")
+    producer = transform.get_task(WATCHER_PRODUCER)
+    # Every other task waits for the build (none can run before it and wait forever).
+    assert not producer.upstream_task_ids
+    assert {t.task_id for t in transform.tasks if not t.upstream_task_ids} == {WATCHER_PRODUCER}
+    nodes = json.loads(manifest.path().read_text())["nodes"].values()
+    models = {n["name"] for n in nodes if n["resource_type"] == "model"}
+    shown = {t.task_id.removesuffix(".run").removesuffix("_run") for t in transform.tasks}
+    assert models <= shown
 
 
 def test_ingest_has_a_group_per_source_pools_backoff_and_timeouts(dagbag) -> None:
