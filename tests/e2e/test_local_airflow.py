@@ -127,8 +127,19 @@ def test_local_airflow_listens_on_loopback_only_and_starts_the_dags_active(
             pools = dict(conn.execute("select pool, slots from slot_pool").fetchall())
         # The one-slot pools the API tasks of spancost_ingest run in.
         assert pools["spancost_cost_explorer"] == pools["spancost_price_list"] == 1
-        with urllib.request.urlopen(f"http://127.0.0.1:{port}/api/v2/monitor/health") as health:
-            assert health.status == 200
+        # The DAGs can be parsed (a fraction of a second, from the cached dbt manifest)
+        # before the API server has started: give it up to 4 more minutes.
+        deadline = time.monotonic() + 240
+        while True:
+            assert process.poll() is None, (tmp_path / "airflow.out").read_text()[-3000:]
+            try:
+                url = f"http://127.0.0.1:{port}/api/v2/monitor/health"
+                with urllib.request.urlopen(url, timeout=10) as health:
+                    assert health.status == 200
+                break
+            except OSError:
+                assert time.monotonic() < deadline, (tmp_path / "airflow.out").read_text()[-3000:]
+                time.sleep(2)
 
         sockets = listening(descendants(process.pid))
         assert ("127.0.0.1", port) in sockets
