@@ -15,6 +15,11 @@ seed, and one per model's tests, but dbt itself runs once.
   So the graph and the run's state show every model while dbt starts once, not
   once per task (`python -m bench.transform_dag` compares the run with one
   `dbt build`).
+* **Cosmos settings:** run it with `AIRFLOW__COSMOS__ENABLE_TELEMETRY=False` and
+  `AIRFLOW__COSMOS__ENABLE_WATCHER_RELIABLE_RETRY=False` (`make airflow` and the compose
+  stack do): no usage report over the network from every task, and no backup of every
+  dbt event to an Airflow Variable for a producer retry this DAG never makes. No
+  Airflow asset is registered per dbt model (nothing schedules on them).
 * **Retries:** the producer is not retried (a retry would not run the build
   again). A failed model's or test's task is retried on its own: the retry runs
   `dbt run` (or `dbt test`) of that node alone, then its downstream tasks go on.
@@ -127,6 +132,9 @@ spancost_transform = DbtDag(
         # the one dbt build runs it once both are built. (As a task of its own under
         # the watcher it would only ever report "not run".)
         should_detach_multiple_parents_tests=False,
+        # No Airflow asset per dbt model: nothing schedules on them, and each would
+        # be one more asset event per node task and run for the scheduler to handle.
+        emit_datasets=False,
     ),
     # The window: params by hand, else the days of old spans the triggering ingest
     # runs published (spancost.transform.window), else dbt's lookback.

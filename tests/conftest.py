@@ -33,6 +33,9 @@ os.environ.setdefault("AIRFLOW_HOME", str(Path(os.environ["SPANCOST_HOME"]) / "t
 os.environ.setdefault("AIRFLOW__CORE__LOAD_EXAMPLES", "False")
 os.environ.setdefault("AIRFLOW__CORE__DAGS_FOLDER", str(REPO / "dags"))
 os.environ.setdefault("DBT_SEND_ANONYMOUS_USAGE_STATS", "false")
+# As `spancost airflow` runs Cosmos (spancost.local.airflow_local.airflow_env).
+os.environ.setdefault("AIRFLOW__COSMOS__ENABLE_TELEMETRY", "False")
+os.environ.setdefault("AIRFLOW__COSMOS__ENABLE_WATCHER_RELIABLE_RETRY", "False")
 logging.getLogger("werkzeug").setLevel(logging.WARNING)  # moto server request lines
 
 

@@ -118,6 +118,11 @@ def airflow_env(
             "AIRFLOW__CORE__EXECUTION_API_SERVER_URL": f"http://127.0.0.1:{port}/execution/",
             "AIRFLOW__API_AUTH__JWT_SECRET": jwt_secret(airflow_home),
             "AIRFLOW__OPENLINEAGE__NAMESPACE": "spancost",
+            # Cosmos: no usage report over the network from every task, and no
+            # per-event backup of the watcher's XComs to a Variable (it restores
+            # them for a retried producer; the transform DAG never retries it).
+            "AIRFLOW__COSMOS__ENABLE_TELEMETRY": "False",
+            "AIRFLOW__COSMOS__ENABLE_WATCHER_RELIABLE_RETRY": "False",
         }
     )
     # boto3 finds the local endpoints and credentials in the environment.
