@@ -18,6 +18,7 @@ import time
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 from urllib.parse import urlsplit
 
 import pytest
@@ -72,6 +73,32 @@ def db_url(pg_server_url: str) -> Iterator[str]:
     yield _with_dbname(pg_server_url, name)
     with psycopg.connect(admin, autocommit=True) as conn:
         conn.execute(f'drop database if exists "{name}" with (force)')
+
+
+@pytest.fixture
+def conn(db_url: str) -> Iterator[Any]:
+    """An autocommit connection to a fresh database with spancost's schema applied."""
+    import psycopg
+
+    from spancost import db
+
+    with psycopg.connect(db_url, autocommit=True) as connection:
+        db.apply_schema(connection)
+        yield connection
+
+
+def pricing_client(server: Any) -> Any:
+    """A Price List client on a local pricing endpoint (``spancost.local.pricing_server``)
+    that does not retry, so faults surface at once."""
+    import boto3
+    from botocore.config import Config
+
+    return boto3.client(
+        "pricing",
+        region_name="us-east-1",
+        endpoint_url=server.endpoint_url,
+        config=Config(retries={"mode": "standard", "total_max_attempts": 1}),
+    )
 
 
 @pytest.fixture(scope="session")

@@ -600,8 +600,7 @@ def store(
     unique: dict[tuple[str, str, str], PriceRow] = {row.key: row for row in rows}
     if len(unique) < len(rows):
         log.warning("pull %d: %d duplicate price rows ignored", pull_id, len(rows) - len(unique))
-    conn.execute("drop table if exists price_list_incoming")
-    conn.execute(_INCOMING_DDL)
+    _new_incoming(conn)
     columns = ", ".join(_ROW_COLUMNS)
     with conn.cursor() as cur:
         with cur.copy(f"copy price_list_incoming ({columns}) from stdin") as copy:
@@ -612,6 +611,20 @@ def store(
         (pull_id, pull_id, fetched_at),
     )
     return _merge_incoming(conn)
+
+
+def _lock_service(conn: Conn, service_code: str) -> None:
+    """Hold the service's price-list lock to the end of the transaction: one merge at a time."""
+    conn.execute(
+        "select pg_advisory_xact_lock(hashtext('spancost.price_list'), hashtext(%s))",
+        (service_code,),
+    )
+
+
+def _new_incoming(conn: Conn) -> None:
+    """An empty temporary ``price_list_incoming``, what :func:`_merge_incoming` merges."""
+    conn.execute("drop table if exists price_list_incoming")
+    conn.execute(_INCOMING_DDL)
 
 
 def _merge_incoming(conn: Conn) -> tuple[int, int]:
@@ -711,12 +724,8 @@ def publish_landed(conn: Conn, pull_id: int) -> tuple[int, int]:
     if found is None:
         raise PriceListError(f"price list pull {pull_id}: no such pull to publish")
     service_code, started_at = found
-    conn.execute(
-        "select pg_advisory_xact_lock(hashtext('spancost.price_list'), hashtext(%s))",
-        (service_code,),
-    )
-    conn.execute("drop table if exists price_list_incoming")
-    conn.execute(_INCOMING_DDL)
+    _lock_service(conn, service_code)
+    _new_incoming(conn)
     columns = ", ".join(_ROW_COLUMNS)
     conn.execute(
         f"""
@@ -883,10 +892,7 @@ def refresh(
             rows_seen=len(fetched.rows),
         )
     with conn.transaction():
-        conn.execute(
-            "select pg_advisory_xact_lock(hashtext('spancost.price_list'), hashtext(%s))",
-            (query.service_code,),
-        )
+        _lock_service(conn, query.service_code)
         inserted, closed = store(conn, fetched.rows, pull_id=pull_id, fetched_at=now)
         conn.execute(
             """

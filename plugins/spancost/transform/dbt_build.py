@@ -30,6 +30,25 @@ def dbt_executable() -> str:
     return str(candidate) if candidate.exists() else "dbt"
 
 
+def dbt_args(project: Path, command: Sequence[str]) -> list[str]:
+    """``dbt <command>`` on ``project``, whose ``profiles.yml`` is in the project itself."""
+    return [
+        dbt_executable(),
+        *command,
+        "--project-dir",
+        str(project),
+        "--profiles-dir",
+        str(project),
+    ]
+
+
+def dbt_environ(extra: Mapping[str, str] | None = None) -> dict[str, str]:
+    """This process's environment plus ``extra``, with dbt's anonymous usage stats off."""
+    env = {**os.environ, **(extra or {})}
+    env.setdefault("DBT_SEND_ANONYMOUS_USAGE_STATS", "false")
+    return env
+
+
 def run_dbt(
     url: str,
     command: Sequence[str],
@@ -38,18 +57,10 @@ def run_dbt(
 ) -> None:
     """Run one dbt command; raises with dbt's output when it fails."""
     project = project_dir()
-    args = [
-        dbt_executable(),
-        *command,
-        "--project-dir",
-        str(project),
-        "--profiles-dir",
-        str(project),
-    ]
+    args = dbt_args(project, command)
     if dbt_vars:
         args += ["--vars", json.dumps(dict(dbt_vars))]
-    env = {**os.environ, **dbt_env(url)}
-    env.setdefault("DBT_SEND_ANONYMOUS_USAGE_STATS", "false")
+    env = dbt_environ(dbt_env(url))
     log.info("running %s", " ".join(args[:2]))
     proc = subprocess.run(args, env=env, capture_output=True, text=True, check=False, cwd=project)
     if proc.returncode != 0:

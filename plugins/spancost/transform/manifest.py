@@ -53,20 +53,9 @@ def path(project: Path | None = None) -> Path:
         return manifest
     cache.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(dir=cache, prefix="parse-") as work:
-        args = [
-            dbt_build.dbt_executable(),
-            "parse",
-            "--project-dir",
-            str(project),
-            "--profiles-dir",
-            str(project),
-            "--target-path",
-            work,
-            "--log-path",
-            work,
-            "--no-partial-parse",
-        ]
-        env = {**os.environ, "DBT_SEND_ANONYMOUS_USAGE_STATS": "false"}
+        parse = ["parse", "--target-path", work, "--log-path", work, "--no-partial-parse"]
+        args = dbt_build.dbt_args(project, parse)
+        env = dbt_build.dbt_environ()
         log.info("dbt parse of %s (no manifest for this version of the project yet)", project)
         proc = subprocess.run(
             args, env=env, capture_output=True, text=True, check=False, cwd=project

@@ -20,6 +20,7 @@ from spancost import db
 from spancost.billing import price_list as pl
 from spancost.local import pricing_server as ps
 from spancost.local.endpoints import LOCAL_ENV
+from tests.conftest import pricing_client
 
 pytestmark = pytest.mark.integration
 
@@ -34,23 +35,6 @@ def pricing(monkeypatch: pytest.MonkeyPatch) -> Iterator[ps.PricingServer]:
     yield server
     server.shutdown()
     server.server_close()
-
-
-def _client(server: ps.PricingServer) -> Any:
-    """A pricing client on the local endpoint that does not retry (faults surface at once)."""
-    return boto3.client(
-        "pricing",
-        region_name="us-east-1",
-        endpoint_url=server.endpoint_url,
-        config=Config(retries={"mode": "standard", "total_max_attempts": 1}),
-    )
-
-
-@pytest.fixture
-def conn(db_url: str) -> Iterator[psycopg.Connection[Any]]:
-    with psycopg.connect(db_url, autocommit=True) as connection:
-        db.apply_schema(connection)
-        yield connection
 
 
 def _count(conn: psycopg.Connection[Any], where: str = "true", *args: object) -> int:
@@ -79,7 +63,7 @@ def _expected_items(catalogue: list[dict], service_code: str) -> int:
 def test_boto3_pages_through_the_endpoint_and_prices_land_normalised(
     pricing: ps.PricingServer, conn: psycopg.Connection[Any]
 ) -> None:
-    client = _client(pricing)
+    client = pricing_client(pricing)
     catalogue = ps.demo_catalogue()
     results = [
         pl.refresh(conn, client, query, now=NOW, page_size=2) for query in pl.DEFAULT_QUERIES
@@ -143,7 +127,7 @@ def test_filters_reach_the_server_and_narrow_the_pull(
     pricing: ps.PricingServer, conn: psycopg.Connection[Any]
 ) -> None:
     query = pl.SAGEMAKER_INSTANCES.in_region("us-west-2")
-    result = pl.refresh(conn, _client(pricing), query, now=NOW, page_size=100)
+    result = pl.refresh(conn, pricing_client(pricing), query, now=NOW, page_size=100)
     assert (result.items, result.pages, result.rows_inserted) == (3, 1, 3)
     assert _count(conn, "region_code <> 'us-west-2'") == 0
 
@@ -151,7 +135,7 @@ def test_filters_reach_the_server_and_narrow_the_pull(
 def test_refreshing_unchanged_prices_adds_nothing(
     pricing: ps.PricingServer, conn: psycopg.Connection[Any]
 ) -> None:
-    client = _client(pricing)
+    client = pricing_client(pricing)
     first = pl.refresh(conn, client, pl.SAGEMAKER_INSTANCES, now=NOW, page_size=3)
     second = pl.refresh(
         conn, client, pl.SAGEMAKER_INSTANCES, now=NOW + timedelta(days=1), page_size=3
@@ -190,7 +174,7 @@ def _reprice(catalogue: list[dict], instance: str, region: str, price: str, effe
 def test_a_price_change_closes_the_old_row_and_opens_a_new_one(
     pricing: ps.PricingServer, conn: psycopg.Connection[Any]
 ) -> None:
-    client = _client(pricing)
+    client = pricing_client(pricing)
     pl.refresh(conn, client, pl.SAGEMAKER_INSTANCES, now=NOW, page_size=2)
     catalogue = ps.demo_catalogue()
     _reprice(catalogue, "ml.g5.xlarge", "us-east-1", "1.2100", "2026-12-01T00:00:00Z")
@@ -230,7 +214,7 @@ def test_a_price_change_closes_the_old_row_and_opens_a_new_one(
 def test_a_price_change_without_a_new_effective_date_starts_when_seen(
     pricing: ps.PricingServer, conn: psycopg.Connection[Any]
 ) -> None:
-    client = _client(pricing)
+    client = pricing_client(pricing)
     pl.refresh(conn, client, pl.EC2_GPU_INSTANCES, now=NOW)
     catalogue = [
         ps.ec2_instance("us-east-1", "g5.xlarge", "0.9", vcpu="4", gpu="1")
@@ -255,7 +239,7 @@ def test_a_price_change_without_a_new_effective_date_starts_when_seen(
 def test_api_errors_keep_the_last_prices_as_stale_until_a_good_refresh(
     pricing: ps.PricingServer, conn: psycopg.Connection[Any]
 ) -> None:
-    client = _client(pricing)
+    client = pricing_client(pricing)
     for query in (pl.SAGEMAKER_INSTANCES, pl.BEDROCK):
         assert pl.refresh(conn, client, query, now=NOW, page_size=2).ok
     # A new price is published, but the API fails on the second page of the pull.
@@ -320,7 +304,7 @@ def test_server_errors_after_retries_and_unknown_services_are_recorded(
     pricing.clear_faults()
 
     unknown = pl.ProductQuery(name="nope", service_code="AmazonNoSuchService")
-    missing = pl.refresh(conn, _client(pricing), unknown, now=NOW)
+    missing = pl.refresh(conn, pricing_client(pricing), unknown, now=NOW)
     assert not missing.ok and missing.error is not None and "NotFoundException" in missing.error
     statuses = conn.execute(
         "select query_name, status from raw.aws_price_list_pulls order by pull_id"
@@ -332,7 +316,7 @@ def test_server_errors_after_retries_and_unknown_services_are_recorded(
 def test_an_unparseable_item_fails_the_pull_and_names_the_sku(
     pricing: ps.PricingServer, conn: psycopg.Connection[Any]
 ) -> None:
-    client = _client(pricing)
+    client = pricing_client(pricing)
     assert pl.refresh(conn, client, pl.EC2_GPU_INSTANCES, now=NOW).ok
     catalogue = ps.demo_catalogue()
     broken = next(
@@ -351,7 +335,7 @@ def test_refresh_due_is_daily_by_default(
     pricing: ps.PricingServer, conn: psycopg.Connection[Any]
 ) -> None:
     assert pl.refresh_due(conn, NOW)
-    results = pl.refresh_all(conn, _client(pricing), now=NOW)
+    results = pl.refresh_all(conn, pricing_client(pricing), now=NOW)
     assert [r.query_name for r in results] == [q.name for q in pl.DEFAULT_QUERIES]
     assert not pl.refresh_due(conn, NOW + timedelta(hours=23))
     assert pl.refresh_due(conn, NOW + timedelta(hours=24))
@@ -359,7 +343,7 @@ def test_refresh_due_is_daily_by_default(
     assert pl.refresh_due(conn, NOW + timedelta(hours=2), min_interval=timedelta(hours=1))
     # refresh_all skips what is not due.
     before = pricing.requests["GetProducts"]
-    assert pl.refresh_all(conn, _client(pricing), now=NOW + timedelta(hours=1)) == []
+    assert pl.refresh_all(conn, pricing_client(pricing), now=NOW + timedelta(hours=1)) == []
     assert pricing.requests["GetProducts"] == before
 
 
@@ -406,9 +390,9 @@ def test_a_non_autocommit_connection_commits_each_step(
     with db.connect(db_url) as connection:
         db.apply_schema(connection)
         pricing.fail_next("ThrottlingException", "Rate exceeded", times=1)
-        failed = pl.refresh(connection, _client(pricing), pl.BEDROCK, now=NOW)
+        failed = pl.refresh(connection, pricing_client(pricing), pl.BEDROCK, now=NOW)
         assert not failed.ok
-        ok = pl.refresh(connection, _client(pricing), pl.BEDROCK, now=NOW)
+        ok = pl.refresh(connection, pricing_client(pricing), pl.BEDROCK, now=NOW)
         assert ok.ok
         with psycopg.connect(db_url) as other:  # another session sees both, committed
             statuses = other.execute(

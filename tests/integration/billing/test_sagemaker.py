@@ -6,7 +6,6 @@ moto validates InstanceType against an older list (no ml.g5.*), hence ml.g4dn he
 from __future__ import annotations
 
 import urllib.request
-from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -15,7 +14,6 @@ import psycopg
 import pytest
 from botocore.config import Config
 
-from spancost import db
 from spancost.billing import sagemaker as sm
 from spancost.errors import InfrastructureError
 
@@ -30,13 +28,6 @@ def sagemaker(aws_endpoint: str) -> Any:
     request = urllib.request.Request(f"{aws_endpoint}/moto-api/reset", method="POST")
     urllib.request.urlopen(request).close()
     return boto3.client("sagemaker", region_name="us-east-1")
-
-
-@pytest.fixture
-def conn(db_url: str) -> Iterator[psycopg.Connection[Any]]:
-    with psycopg.connect(db_url, autocommit=True) as connection:
-        db.apply_schema(connection)
-        yield connection
 
 
 def _model(client: Any, name: str) -> None:

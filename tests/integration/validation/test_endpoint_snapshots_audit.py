@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import json
 import urllib.request
-from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -19,7 +18,7 @@ import boto3
 import psycopg
 import pytest
 
-from spancost import db, pipeline
+from spancost import pipeline
 from spancost.billing import sagemaker as sm
 from spancost.transform import dbt_build
 from spancost.validation import batches
@@ -36,13 +35,6 @@ def sagemaker(aws_endpoint: str) -> Any:
     request = urllib.request.Request(f"{aws_endpoint}/moto-api/reset", method="POST")
     urllib.request.urlopen(request).close()
     return boto3.client("sagemaker", region_name="us-east-1")
-
-
-@pytest.fixture
-def conn(db_url: str) -> Iterator[psycopg.Connection[Any]]:
-    with psycopg.connect(db_url, autocommit=True) as connection:
-        db.apply_schema(connection)
-        yield connection
 
 
 def _snapshot(conn: psycopg.Connection[Any], client: Any, at: datetime, run: str) -> Any:

@@ -17,17 +17,16 @@ from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
-import boto3
 import psycopg
 import pytest
-from botocore.config import Config
 
-from spancost import db, pipeline
+from spancost import pipeline
 from spancost.billing import price_list as pl
 from spancost.local import pricing_server as ps
 from spancost.local.endpoints import LOCAL_ENV
 from spancost.validation import batches
 from spancost.validation.audit import BatchQuarantined
+from tests.conftest import pricing_client
 
 pytestmark = pytest.mark.integration
 
@@ -44,22 +43,6 @@ def pricing(monkeypatch: pytest.MonkeyPatch) -> Iterator[ps.PricingServer]:
     yield server
     server.shutdown()
     server.server_close()
-
-
-@pytest.fixture
-def conn(db_url: str) -> Iterator[psycopg.Connection[Any]]:
-    with psycopg.connect(db_url, autocommit=True) as connection:
-        db.apply_schema(connection)
-        yield connection
-
-
-def _client(server: ps.PricingServer) -> Any:
-    return boto3.client(
-        "pricing",
-        region_name="us-east-1",
-        endpoint_url=server.endpoint_url,
-        config=Config(retries={"mode": "standard", "total_max_attempts": 1}),
-    )
 
 
 def _is_g5(item: dict[str, Any]) -> bool:
@@ -101,7 +84,7 @@ def _g5_history(conn: psycopg.Connection[Any]) -> list[tuple[Any, ...]]:
 
 def _pull(conn: psycopg.Connection[Any], server: ps.PricingServer, at: datetime, run: str) -> Any:
     (result,) = [
-        pl.refresh(conn, _client(server), pl.SAGEMAKER_INSTANCES, now=at, batch_run_id=run)
+        pl.refresh(conn, pricing_client(server), pl.SAGEMAKER_INSTANCES, now=at, batch_run_id=run)
     ]
     assert result.status == "landed", result
     return result
@@ -221,7 +204,7 @@ def test_repeated_rows_warn_and_merge_once(
 def test_validation_off_merges_at_once(
     pricing: ps.PricingServer, conn: psycopg.Connection[Any]
 ) -> None:
-    result = pl.refresh(conn, _client(pricing), pl.SAGEMAKER_INSTANCES, now=NOW)
+    result = pl.refresh(conn, pricing_client(pricing), pl.SAGEMAKER_INSTANCES, now=NOW)
     assert (result.status, result.rows_inserted) == ("succeeded", 7)
     assert conn.execute("select count(*) from ops.load_batches").fetchone() == (0,)
     assert conn.execute("select count(*) from raw.aws_price_list_landed").fetchone() == (0,)
