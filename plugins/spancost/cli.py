@@ -6,6 +6,7 @@ import argparse
 import logging
 import os
 import shlex
+import subprocess
 import sys
 import uuid
 from collections.abc import Sequence
@@ -391,7 +392,8 @@ def cmd_env(args: argparse.Namespace) -> int:
     return 0
 
 
-def cmd_airflow(args: argparse.Namespace) -> int:
+def airflow_environment(args: argparse.Namespace) -> dict[str, str]:
+    """The environment of `spancost airflow`: its home, metadata database and settings."""
     from pathlib import Path
 
     from spancost.local import airflow_local
@@ -408,6 +410,13 @@ def cmd_airflow(args: argparse.Namespace) -> int:
         metadata = airflow_local.metadata_database(env["SPANCOST_DATABASE_URL"])
         if metadata is not None:
             env["AIRFLOW__DATABASE__SQL_ALCHEMY_CONN"] = metadata
+    return env
+
+
+def cmd_airflow(args: argparse.Namespace) -> int:
+    from spancost.local import airflow_local
+
+    env = airflow_environment(args)
     if args.executor == "celery":
         env = airflow_local.celery_env(env, args.celery_workers)
     # The transform DAG renders from dbt's manifest: make it now (a `dbt parse` once per
@@ -416,6 +425,18 @@ def cmd_airflow(args: argparse.Namespace) -> int:
 
     manifest.path()
     return airflow_local.run(env)
+
+
+def cmd_airflow_cli(args: argparse.Namespace) -> int:
+    """`airflow <args>` against the Airflow `spancost airflow` runs (same home, same database)."""
+    command = list(args.airflow_args)
+    if command[:1] == ["--"]:
+        command = command[1:]
+    if not command:
+        raise ConfigError("give the airflow command to run, e.g. `spancost airflow-cli dags list`")
+    return subprocess.run(
+        [sys.executable, "-m", "airflow", *command], env=airflow_environment(args), check=False
+    ).returncode
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -521,6 +542,18 @@ def build_parser() -> argparse.ArgumentParser:
         help="with --executor celery: Celery worker processes, one task at a time each (default 2)",
     )
     p.set_defaults(func=cmd_airflow)
+
+    p = sub.add_parser(
+        "airflow-cli",
+        help="run an airflow command (say `backfill create …`) against the Airflow that"
+        " `spancost airflow` runs: its home and metadata database",
+    )
+    p.add_argument("--port", type=int, default=8080, help="that Airflow's port (default 8080)")
+    p.add_argument("--dags-folder", default="dags", help="the DAGs folder (default ./dags)")
+    p.add_argument(
+        "airflow_args", nargs=argparse.REMAINDER, help="the airflow command and its args"
+    )
+    p.set_defaults(func=cmd_airflow_cli)
 
     p = sub.add_parser("env", help="print shell exports for dbt and Airflow (eval them)")
     p.add_argument("--db-only", action="store_true", help="only the database, no local AWS")

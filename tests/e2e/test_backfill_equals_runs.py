@@ -1,40 +1,41 @@
 """A backfill gives the marts its fifteen-minute runs give, checksum for checksum.
 
-Two fresh databases, the same demo exports in each one's local S3, and a real
+Three fresh databases, the same demo exports in each one's local S3, and a real
 `spancost airflow` (LocalExecutor) on each, one after the other:
 
 * *runs*: the fifteen-minute runs of `spancost_ingest`, each triggered through the
   REST API with its interval (params `start`, `end`), as the schedule makes them;
 * *backfill*: one backfill of the same intervals, created through the REST API the UI's
   backfill dialog calls (`POST /api/v2/backfills`; `tests/e2e/test_ui_backfill.py`
-  drives the dialog itself).
+  drives the dialog itself);
+* *cli*: the same backfill created on the command line, `airflow backfill create`, as
+  the README shows it (`spancost airflow-cli backfill create …`: the airflow command
+  against the home and metadata database of the running `spancost airflow`).
 
 Then `spancost_transform` over the day on each, and every relation in `marts` must have
 the same row count and the same md5 of its ordered rows in both databases.
 
 `SPANCOST_BACKFILL_TEST_HOURS` (default 1: 4 runs a side) sets the span; 24 is the day
-of 96 runs, about two hours of CPU for the two sides on a 2-core machine, too long for CI.
+of 96 runs, about three hours of CPU for the three sides on a 2-core machine, too long for CI.
 """
 
 from __future__ import annotations
 
 import os
 import time
-import uuid
 from collections.abc import Iterator
 from datetime import timedelta
 from pathlib import Path
-from urllib.parse import urlsplit
 
 import psycopg
 import pytest
 
-from spancost.db import embedded
 from spancost.local import endpoints
-from tests.e2e.test_celery import (
+from tests.e2e.harness import (
     DAY,
     T,
     api,
+    fresh_databases,
     mart_checksums,
     mart_rows,
     start_airflow,
@@ -50,19 +51,9 @@ INTERVALS = [(T + STEP * n, T + STEP * (n + 1)) for n in range(HOURS * 4)]
 
 @pytest.fixture
 def sides(pg_server_url: str) -> Iterator[dict[str, str]]:
-    """A fresh spancost database per side; each `<name>_airflow` too is dropped after."""
-    admin = urlsplit(pg_server_url)._replace(path="/postgres").geturl()
-    names = {side: f"spancost_test_{uuid.uuid4().hex[:10]}" for side in ("runs", "backfill")}
-    for name in names.values():
-        embedded.create_database(admin, name)
-    yield {
-        side: urlsplit(pg_server_url)._replace(path=f"/{name}").geturl()
-        for side, name in names.items()
-    }
-    with psycopg.connect(admin, autocommit=True) as conn:
-        for name in names.values():
-            for database in (name, f"{name}_airflow"):
-                conn.execute(f'drop database if exists "{database}" with (force)')
+    """A fresh spancost database per side (and its `<name>_airflow`), dropped after."""
+    with fresh_databases(pg_server_url, ("runs", "backfill", "cli")) as found:
+        yield found
 
 
 @pytest.mark.timeout(3600 + HOURS * 600)
@@ -97,21 +88,37 @@ def test_a_backfill_gives_the_marts_of_its_fifteen_minute_runs(
                     api(airflow.base, "dags/spancost_ingest/dagRuns", body, method="POST")
                     run_ids.append(run_id)
             else:
-                api(
-                    airflow.base,
-                    "backfills",
-                    {
-                        "dag_id": "spancost_ingest",
-                        # A run is named by its interval's start, and the last one counts in.
-                        "from_date": INTERVALS[0][0].isoformat(),
-                        "to_date": INTERVALS[-1][0].isoformat(),
-                        "run_backwards": False,
-                        "dag_run_conf": {},
-                        "reprocess_behavior": "none",
-                        "max_active_runs": 4,
-                    },
-                    method="POST",
-                )
+                if side == "cli":
+                    # One hour: from its first interval's start to its last one's (inclusive).
+                    said = airflow.cli(
+                        "backfill",
+                        "create",
+                        "--dag-id",
+                        "spancost_ingest",
+                        "--from-date",
+                        INTERVALS[0][0].isoformat(),
+                        "--to-date",
+                        INTERVALS[-1][0].isoformat(),
+                        "--max-active-runs",
+                        "4",
+                    )
+                    say(f"cli: {said.strip().splitlines()[-1] if said.strip() else '(no output)'}")
+                else:
+                    api(
+                        airflow.base,
+                        "backfills",
+                        {
+                            "dag_id": "spancost_ingest",
+                            # A run is named by its interval's start, and the last one counts in.
+                            "from_date": INTERVALS[0][0].isoformat(),
+                            "to_date": INTERVALS[-1][0].isoformat(),
+                            "run_backwards": False,
+                            "dag_run_conf": {},
+                            "reprocess_behavior": "none",
+                            "max_active_runs": 4,
+                        },
+                        method="POST",
+                    )
                 deadline = time.monotonic() + 300
                 run_ids = []
                 while len(run_ids) < len(INTERVALS):
@@ -130,7 +137,7 @@ def test_a_backfill_gives_the_marts_of_its_fifteen_minute_runs(
                 {"start_time": DAY[0].isoformat(), "end_time": DAY[1].isoformat()},
             )
             airflow.wait_for_success("spancost_transform", transform)
-            if side == "backfill":
+            if side != "runs":
                 # (The DAG is active, so the scheduler also makes today's latest run.)
                 runs = api(
                     airflow.base, "dags/spancost_ingest/dagRuns?run_type=backfill&limit=500"
@@ -148,17 +155,19 @@ def test_a_backfill_gives_the_marts_of_its_fifteen_minute_runs(
         checksums[side] = mart_checksums(db_url)
         say(f"{side}: {len(checksums[side])} marts, {time.monotonic() - started:.0f} s")
 
-    runs, backfill = checksums["runs"], checksums["backfill"]
-    assert set(runs) == set(backfill)
-    differ = {
-        name: {
-            "runs": (runs[name], mart_rows(sides["runs"], name)),
-            "backfill": (backfill[name], mart_rows(sides["backfill"], name)),
+    runs = checksums["runs"]
+    for side in ("backfill", "cli"):
+        backfill = checksums[side]
+        assert set(runs) == set(backfill), side
+        differ = {
+            name: {
+                "runs": (runs[name], mart_rows(sides["runs"], name)),
+                side: (backfill[name], mart_rows(sides[side], name)),
+            }
+            for name in runs
+            if runs[name] != backfill[name]
         }
-        for name in runs
-        if runs[name] != backfill[name]
-    }
-    assert differ == {}
+        assert differ == {}, side
     for name in ("fct_llm_calls", "fct_trace_costs", "agg_pipeline_costs_hourly"):
         assert runs[name][0] > 0, name
     # Each side loaded the exports of its intervals once: the same manifest.
@@ -168,4 +177,4 @@ def test_a_backfill_gives_the_marts_of_its_fifteen_minute_runs(
             manifests[side] = conn.execute(
                 "select key, status, span_count from raw.s3_objects order by key"
             ).fetchall()
-    assert manifests["runs"] == manifests["backfill"] != []
+    assert manifests["runs"] == manifests["backfill"] == manifests["cli"] != []
