@@ -13,6 +13,12 @@ default 3) of:
   itself, imported with Cosmos's ``DbtDag`` given that configuration's
   ``project_config``, ``execution_config`` and ``render_config`` instead of its own.
 
+* a run of the DAG under a real scheduler (``BENCH_DAG_SCHEDULER``, default on; ``0``
+  skips it): ``spancost airflow`` (LocalExecutor, ``BENCH_DAG_PARALLELISM`` task slots,
+  default 32 as Airflow's own) started once on the same database with a dags folder
+  holding only the transform DAG, one untimed run first, then one triggered run per
+  round through the REST API, timed from the run's start to its end as the UI shows it.
+
 One untimed ``dbt build`` first creates every table, so each timed run is the
 incremental 48-hour lookback build that the DAG runs every cycle. The import of the
 DAG file (the DagBag parse, where ``LoadMode.DBT_LS`` runs ``dbt ls``) is timed apart
@@ -24,6 +30,7 @@ median's ratio to the median ``dbt build`` of the same session.
 from __future__ import annotations
 
 import atexit
+import contextlib
 import os
 import shutil
 import signal
@@ -48,6 +55,8 @@ DAYS = int(os.environ.get("BENCH_DAG_DAYS", "4"))
 TRACES_PER_HOUR = int(os.environ.get("BENCH_TRACES_PER_HOUR", "30"))
 # Configurations timed in the first round only (the slow ones, when time is short).
 ONCE = {c for c in os.environ.get("BENCH_DAG_ONCE", "").split(",") if c}
+SCHEDULER = os.environ.get("BENCH_DAG_SCHEDULER", "1") != "0"
+PARALLELISM = os.environ.get("BENCH_DAG_PARALLELISM", "32")
 DB_NAME = f"spancost_bench_dag_{uuid.uuid4().hex[:8]}"
 BUCKET = "spancost-bench-dag"
 PREFIX = "otel/traces"
@@ -63,6 +72,9 @@ os.environ.setdefault("AIRFLOW__CORE__LOAD_EXAMPLES", "False")
 os.environ.setdefault("AIRFLOW__CORE__DAGBAG_IMPORT_TIMEOUT", "600")
 os.environ.setdefault("AIRFLOW__LOGGING__LOGGING_LEVEL", "WARNING")
 os.environ.setdefault("DBT_SEND_ANONYMOUS_USAGE_STATS", "false")
+# As `spancost airflow` runs Cosmos (spancost.local.airflow_local.airflow_env).
+os.environ.setdefault("AIRFLOW__COSMOS__ENABLE_TELEMETRY", "False")
+os.environ.setdefault("AIRFLOW__COSMOS__ENABLE_WATCHER_RELIABLE_RETRY", "False")
 
 
 def say(message: str) -> None:
@@ -72,8 +84,10 @@ def say(message: str) -> None:
 def _configs() -> dict[str, tuple[str, Callable[[], dict[str, Any]]]]:
     """name -> (what it is, the DbtDag kwargs it sets). Built lazily: Cosmos imports Airflow.
 
-    A name ending in ``_no_xcom_backup`` also turns off Cosmos's
-    ``[cosmos] enable_watcher_reliable_retry`` while its run lasts.
+    ``dag`` is the DAG file as committed, with the settings ``spancost airflow`` gives
+    Cosmos (``spancost.local.airflow_local.airflow_env``: no telemetry, no reliable-retry
+    backup); the others run with Cosmos's default ``[cosmos]
+    enable_watcher_reliable_retry = True``, except a name ending in ``_no_xcom_backup``.
     """
     from cosmos import ExecutionConfig, ProjectConfig, RenderConfig
     from cosmos.constants import ExecutionMode, InvocationMode, LoadMode, TestBehavior
@@ -118,6 +132,7 @@ def _configs() -> dict[str, tuple[str, Callable[[], dict[str, Any]]]]:
         }
 
     return {
+        "dag": ("the DAG as committed (watcher, dbt as a child process, manifest)", lambda: {}),
         "local_subprocess_dbt_ls": (
             "local, a dbt subprocess per task, DBT_LS (the DAG before issue 14)",
             lambda: local(InvocationMode.SUBPROCESS, LoadMode.DBT_LS),
@@ -231,7 +246,7 @@ def time_dbt_build(url: str, target: Path) -> float:
         del os.environ["DBT_TARGET_PATH"]
 
 
-def time_dag_test(config: dict[str, Any], reliable_retry: bool) -> tuple[float, float, int]:
+def time_dag_test(config: dict[str, Any], reliable_retry: bool | None) -> tuple[float, float, int]:
     """(import s, dag.test() s, tasks) of the DAG file with ``config`` given to DbtDag."""
     import cosmos
     from airflow.dag_processing.dagbag import DagBag
@@ -239,7 +254,8 @@ def time_dag_test(config: dict[str, Any], reliable_retry: bool) -> tuple[float, 
 
     original = cosmos.DbtDag
     original_retry = settings.enable_watcher_reliable_retry
-    settings.enable_watcher_reliable_retry = reliable_retry
+    if reliable_retry is not None:
+        settings.enable_watcher_reliable_retry = reliable_retry
 
     class DbtDag(original):  # type: ignore[misc, valid-type]
         def __init__(self, *args: Any, **kwargs: Any) -> None:
@@ -265,6 +281,56 @@ def time_dag_test(config: dict[str, Any], reliable_retry: bool) -> tuple[float, 
     return imported, took, len(dag.tasks)
 
 
+@contextmanager
+def scheduler(url: str) -> Iterator[Any]:
+    """``spancost airflow`` (LocalExecutor) on ``url``, the transform DAG alone, stopped after."""
+    sys.path.insert(0, str(REPO))
+    from spancost.local import endpoints
+    from tests.e2e.harness import start_airflow
+
+    work = Path(tempfile.mkdtemp(prefix="spancost-bench-scheduler-"))
+    atexit.register(shutil.rmtree, work, True)
+    home = work / "home"
+    airflow = start_airflow(
+        "local", url, home, work, {"AIRFLOW__CORE__PARALLELISM": PARALLELISM}, dags_folder=DAGS
+    )
+    try:
+        airflow.wait_for_dags("spancost_transform")
+        yield airflow
+    finally:
+        airflow.stop()
+        endpoints.stop(endpoints.LocalAws(home))
+
+
+def time_scheduled_run(airflow: Any) -> tuple[float, int]:
+    """(seconds from the run's start to its end, tasks) of one triggered transform run."""
+    from urllib.parse import quote
+
+    from tests.e2e.harness import api
+
+    run_id = f"bench-{uuid.uuid4().hex[:8]}"
+    path = f"dags/spancost_transform/dagRuns/{quote(run_id)}"
+    body: dict[str, Any] = {"dag_run_id": run_id, "logical_date": None, "conf": {}}
+    api(airflow.base, "dags/spancost_transform/dagRuns", body, method="POST")
+    deadline = time.monotonic() + 3600
+    while (run := api(airflow.base, path))["state"] not in ("success", "failed"):
+        airflow.alive()
+        if time.monotonic() > deadline:
+            raise RuntimeError(
+                f"run {run_id} not done in an hour:\n{airflow.report('spancost_transform', run_id)}"
+            )
+        time.sleep(1)
+    if run["state"] != "success":
+        raise RuntimeError(f"run {run_id} failed:\n{airflow.report('spancost_transform', run_id)}")
+    took = datetime.fromisoformat(run["end_date"]) - datetime.fromisoformat(run["start_date"])
+    return took.total_seconds(), len(airflow.task_instances("spancost_transform", run_id))
+
+
+def reliable_retry(config: str) -> bool | None:
+    """Cosmos's reliable-retry setting for a configuration; None: the environment's."""
+    return None if config == "dag" else not config.endswith("_no_xcom_backup")
+
+
 def median(values: list[float]) -> float:
     return statistics.median(values) if values else float("nan")
 
@@ -275,19 +341,23 @@ def table(build: list[float], timings: list[Timing], spans: int) -> str:
         f"Data: {spans:,} demo spans over {DAYS} days ({TRACES_PER_HOUR} traces an hour),"
         f" {REPEATS} alternating rounds; medians.",
         "",
-        "'run s' is `dag.test()` alone; 'DAG import s' the DagBag parse of the DAG file before it.",
+        "'run s' is `dag.test()` alone, or a scheduled run's start to end; 'DAG import s' the"
+        " DagBag parse of the DAG file before `dag.test()`.",
         "",
-        "| what | tasks | DAG import s | run s | ÷ `dbt build` | runs s |",
-        "|---|---:|---:|---:|---:|---|",
-        f"| `dbt build` (`spancost transform`) | – | – | {base:.1f} | 1.00 |"
+        "| what | tasks | DAG import s | run s | ÷ `dbt build` | median of per-round ratios |"
+        " runs s |",
+        "|---|---:|---:|---:|---:|---:|---|",
+        f"| `dbt build` (`spancost transform`) | – | – | {base:.1f} | 1.00 | – |"
         f" {', '.join(f'{v:.1f}' for v in build)} |",
     ]
     for timing in timings:
         runs = median(timing.runs)
+        per_round = median([run / built for run, built in zip(timing.runs, build, strict=False)])
+        what = timing.label if timing.name == "scheduler" else f"`dag.test()`, {timing.label}"
+        imports = f"{median(timing.imports):.1f}" if timing.imports else "–"
         lines.append(
-            f"| `dag.test()`, {timing.label} (`{timing.name}`) | {timing.tasks} |"
-            f" {median(timing.imports):.1f} | {runs:.1f} | {runs / base:.2f} |"
-            f" {', '.join(f'{v:.1f}' for v in timing.runs)} |"
+            f"| {what} (`{timing.name}`) | {timing.tasks} | {imports} | {runs:.1f} |"
+            f" {runs / base:.2f} | {per_round:.2f} | {', '.join(f'{v:.1f}' for v in timing.runs)} |"
         )
     return "\n".join(lines)
 
@@ -315,18 +385,37 @@ def main() -> int:
         time_dbt_build(url, target)
         build: list[float] = []
         timings = [Timing(name, configs[name][0], [], []) for name in chosen]
-        for round_no in range(1, REPEATS + 1):
-            build.append(time_dbt_build(url, target))
-            say(f"round {round_no}: dbt build {build[-1]:.1f}s")
-            for timing in timings:
-                if round_no > 1 and timing.name in ONCE:
-                    continue
-                imported, took, timing.tasks = time_dag_test(
-                    configs[timing.name][1](), not timing.name.endswith("_no_xcom_backup")
-                )
-                timing.imports.append(imported)
-                timing.runs.append(took)
-                say(f"round {round_no}: {timing.name} import {imported:.1f}s, dag.test {took:.1f}s")
+        scheduled = Timing(
+            "scheduler",
+            f"the DAG as committed under `spancost airflow` (LocalExecutor, {PARALLELISM} slots),"
+            " start to end of a triggered run",
+            [],
+            [],
+        )
+        with contextlib.ExitStack() as stack:
+            airflow = stack.enter_context(scheduler(url)) if SCHEDULER else None
+            if airflow is not None:
+                warm, _ = time_scheduled_run(airflow)
+                say(f"scheduler: untimed first run {warm:.1f}s")
+            for round_no in range(1, REPEATS + 1):
+                build.append(time_dbt_build(url, target))
+                say(f"round {round_no}: dbt build {build[-1]:.1f}s")
+                for timing in timings:
+                    if round_no > 1 and timing.name in ONCE:
+                        continue
+                    imported, took, timing.tasks = time_dag_test(
+                        configs[timing.name][1](), reliable_retry(timing.name)
+                    )
+                    timing.imports.append(imported)
+                    timing.runs.append(took)
+                    said = f"import {imported:.1f}s, dag.test {took:.1f}s"
+                    say(f"round {round_no}: {timing.name} {said}")
+                if airflow is not None:
+                    took, scheduled.tasks = time_scheduled_run(airflow)
+                    scheduled.runs.append(took)
+                    say(f"round {round_no}: scheduler run {took:.1f}s")
+        if SCHEDULER:
+            timings.append(scheduled)
     print(table(build, timings, spans))
     return 0
 
