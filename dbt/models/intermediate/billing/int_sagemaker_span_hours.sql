@@ -16,8 +16,13 @@ spans as (
 
     select * from {{ ref('stg_otel__spans') }}
     -- Whole UTC hours: the lookback window, or the vars' range on a backfill.
+    -- Anchored on the priced calls' newest start, not on this table: without
+    -- SageMaker traffic it stays empty, and an empty table anchors nothing (every
+    -- span of the history would be read every run).
     where
-        {{ incremental_window('start_time', time_key='hour') }}
+        {{ incremental_window(
+            'start_time', time_key='start_time', anchor=ref('int_llm_calls_priced')
+        ) }}
         and sagemaker_endpoint is not null
 
 ),

@@ -1,9 +1,15 @@
+{#-
+    pre_hook: each run judges whole days of the window again (macros/anomaly_window.sql);
+    their old verdicts go first, so a period that no longer qualifies (late spans, a
+    price correction) keeps none.
+-#}
 {{
     config(
         materialized='incremental',
         incremental_strategy='delete+insert',
         unique_key='period_start',
         on_schema_change='fail',
+        pre_hook="{{ spancost_delete_judged_periods() }}",
         indexes=[
             {'columns': ['period_start']},
         ],
@@ -25,6 +31,30 @@ pipelines as (
 
 ),
 
+judged_hours as (
+
+    -- The hours judged this run: whole days of the window (see
+    -- spancost_judged_window below), or of the vars' range.
+    select * from scope_hours
+    where {{ spancost_judged_window('hour') }}
+
+),
+
+recent_hours as (
+
+    -- What the judged periods are compared with: from 15 days before the first
+    -- judged day on (14 days of baseline, whole days), not the whole history, so
+    -- a run costs the same however long the history is.
+    select scope_hours.*
+    from scope_hours
+    where
+        scope_hours.hour >= (
+            select date_trunc('day', min(judged_hours.hour), 'UTC') - interval '15 days'
+            from judged_hours
+        )
+
+),
+
 scope_days as (
 
     select
@@ -34,7 +64,7 @@ scope_days as (
         pipeline_id,
         sum(cost_usd) as cost_usd
 
-    from scope_hours
+    from recent_hours
     group by
         date_trunc('day', hour, 'UTC'),
         scope_type,
@@ -45,13 +75,14 @@ scope_days as (
 
 scope_first_days as (
 
+    -- Over the whole history: the scope's first day with a row.
     select
         scope_type,
         scope_value,
         pipeline_id,
-        min(day_start) as first_day
+        min(date_trunc('day', hour, 'UTC')) as first_day
 
-    from scope_days
+    from scope_hours
     group by
         scope_type,
         scope_value,
@@ -71,10 +102,8 @@ candidates as (
         pipeline_id,
         cost_usd
 
-    from scope_hours
-    where
-        {{ incremental_window('hour', time_key='period_start', grain='day') }}
-        and cost_usd >= {{ var('anomaly_min_cost_usd') }}
+    from judged_hours
+    where cost_usd >= {{ var('anomaly_min_cost_usd') }}
 
     union all
 
@@ -88,7 +117,7 @@ candidates as (
 
     from scope_days
     where
-        {{ incremental_window('day_start', time_key='period_start', grain='day') }}
+        {{ spancost_judged_window('day_start') }}
         and cost_usd >= {{ var('anomaly_min_cost_usd') }}
 
 ),
@@ -121,7 +150,7 @@ judged as (
                         )::integer
                     )
                 ) as back (days)
-            left join scope_hours as past_hours
+            left join recent_hours as past_hours
                 on
                     candidates.grain = 'hour'
                     and past_hours.scope_type = candidates.scope_type

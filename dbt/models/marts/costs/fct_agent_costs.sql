@@ -37,7 +37,10 @@ spans as (
 touched_traces as (
 
     -- Traces with a call in the window are replaced whole (macros/trace_window.sql).
-    {{ spancost_touched_traces('llm_calls') }}
+    -- The window is anchored on the calls, not on this table: a project without
+    -- agent spans leaves it empty, and an empty table anchors nothing (every trace
+    -- would be rebuilt every run).
+    {{ spancost_touched_traces('llm_calls', anchor=ref('fct_llm_calls')) }}
 
 ),
 
