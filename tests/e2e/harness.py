@@ -203,15 +203,9 @@ def upload_demo_exports(home: Path) -> list[traffic.DemoObject]:
     return objects
 
 
-def start_airflow(
-    executor: str,
-    db_url: str,
-    home: Path,
-    tmp_path: Path,
-    extra: dict[str, str],
-    dags_folder: Path = REPO / "dags",
-) -> LocalAirflow:
-    port = free_port()
+def spancost_airflow_env(db_url: str, home: Path) -> dict[str, str]:
+    """The environment a test's `spancost airflow` runs with: this one without the
+    suite's own AIRFLOW* settings, on ``db_url`` and ``home``, four task slots."""
     env = {
         **os.environ,
         "SPANCOST_HOME": str(home),
@@ -225,6 +219,19 @@ def start_airflow(
         if name.startswith("AIRFLOW"):  # the suite's own Airflow settings
             del env[name]
     env["AIRFLOW__CORE__PARALLELISM"] = "4"  # a shared 2-core machine
+    return env
+
+
+def start_airflow(
+    executor: str,
+    db_url: str,
+    home: Path,
+    tmp_path: Path,
+    extra: dict[str, str],
+    dags_folder: Path = REPO / "dags",
+) -> LocalAirflow:
+    port = free_port()
+    env = spancost_airflow_env(db_url, home)
     env.update(extra)
     log = tmp_path / f"airflow-{executor}.out"
     with log.open("w") as out:

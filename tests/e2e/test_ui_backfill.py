@@ -40,13 +40,13 @@ import pytest
 
 from spancost.demo import traffic
 from spancost.local import endpoints
+from tests.e2e.harness import BUCKET, PREFIX, spancost_airflow_env
 
 pytestmark = pytest.mark.e2e
 
 REPO = Path(__file__).resolve().parents[2]
 T = datetime(2026, 11, 22, tzinfo=UTC)  # the hour backfilled: [T, T + 1 h)
 LATENESS = timedelta(minutes=30)  # the param set in the dialog; the default is 15
-BUCKET, PREFIX = "spans", "otel/traces"
 RUNS = 4  # 00:00, 00:15, 00:30, 00:45: the dialog's To date counts in
 CHROMIUM_HELP = (
     "Debian's chromium is not installed: `apt-get install chromium` as root (`make test`"
@@ -216,19 +216,7 @@ def test_backfill_one_hour_from_the_ui_loads_that_hour(
     home = tmp_path / "home"
     shots = tmp_path / "screenshots"
     shots.mkdir()
-    env = {
-        **os.environ,
-        "SPANCOST_HOME": str(home),
-        "SPANCOST_DATABASE_URL": db_url,
-        "SPANCOST_SPANS_BUCKET": BUCKET,
-        "SPANCOST_SPANS_PREFIX": PREFIX,
-        "SPANCOST_USER_ID_SALT": "e2e-salt",
-        "SPANCOST_LOAD_WORKERS": "1",
-    }
-    for name in list(env):
-        if name.startswith("AIRFLOW"):  # the suite's own Airflow settings
-            del env[name]
-    env["AIRFLOW__CORE__PARALLELISM"] = "4"  # a shared 2-core machine
+    env = spancost_airflow_env(db_url, home)
     # The local AWS endpoint that `spancost airflow` uses: the one under its home.
     objects = upload_demo_exports(endpoints.start(endpoints.LocalAws(home)))
     window = [o for o in objects if T - LATENESS <= o.upload_time < T + timedelta(hours=1)]
