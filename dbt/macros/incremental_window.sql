@@ -15,12 +15,14 @@
       instead of the target, with `trace_context_hours` more lookback: for a model
       whose own rows may stop short of its input's (rpt_duplicate_llm_calls holds
       only the spans left out).
+    - `newest` (a SQL expression) replaces the `max(time_key)` read from the
+      anchor or the target, for a model anchored on more than one relation.
     - Otherwise (first run, `--full-refresh`) there is no bound.
 
     The bounds never depend on "now", so a rerun over the same data gives the
     same rows.
 -#}
-{% macro incremental_window(column, time_key='hour', grain='hour', anchor=none) -%}
+{% macro incremental_window(column, time_key='hour', grain='hour', anchor=none, newest=none) -%}
     {%- if grain not in ['hour', 'day'] -%}
         {{ exceptions.raise_compiler_error("incremental_window: grain must be hour or day, got " ~ grain) }}
     {%- endif -%}
@@ -33,7 +35,11 @@
         {%- set lookback_hours = lookback_hours + (var('trace_context_hours', 24) | int) -%}
     {%- endif -%}
     {%- set newest_from = anchor if anchor is not none else this -%}
-    {%- set newest = "(select max(" ~ time_key ~ ") from " ~ newest_from ~ ")" -%}
+    {%- if newest is none -%}
+        {%- set newest = "(select max(" ~ time_key ~ ") from " ~ newest_from ~ ")" -%}
+    {%- else -%}
+        {%- set newest = "(" ~ newest ~ ")" -%}
+    {%- endif -%}
     {%- if grain == 'day' -%}
         {#- A date key: its midnight in UTC, whatever the session's time zone. -#}
         {%- set newest = "(cast(" ~ newest ~ " as timestamp) at time zone 'UTC')" -%}
@@ -94,4 +100,18 @@
         ) }}
     {%- endif -%}
     {{ return(value) }}
+{%- endmacro %}
+
+
+{#-
+    The latest of several relations' newest times, as a SQL expression for
+    `incremental_window(newest=...)`: `pairs` is a list of (relation, column).
+    `greatest` skips nulls, so an empty relation is ignored; null only when all are.
+-#}
+{% macro spancost_newest_of(pairs) -%}
+    greatest(
+    {%- for relation, column in pairs %}
+        (select max({{ column }}) from {{ relation }}){{ "," if not loop.last }}
+    {%- endfor %}
+    )
 {%- endmacro %}

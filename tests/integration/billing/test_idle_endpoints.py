@@ -109,36 +109,40 @@ def land_invocations(aws_endpoint: str, db_url: str) -> None:
     assert result.status == "complete", result
 
 
+def put_endpoint_span(s3, n: int, start: datetime, seconds: int, pipeline: str) -> None:
+    """One span of a call to the endpoint, in an export object of its own."""
+    ns = int(start.timestamp()) * 10**9
+    span = {
+        "traceId": f"{n + 1:032x}",
+        "spanId": f"{n + 1:016x}",
+        "name": "sagemaker.invoke_endpoint",
+        "kind": 3,
+        "startTimeUnixNano": str(ns),
+        "endTimeUnixNano": str(ns + seconds * 10**9),
+        "attributes": [
+            attr("pipeline.id", pipeline),
+            attr("aws.sagemaker.endpoint.name", ENDPOINT),
+        ],
+    }
+    request = {
+        "resourceSpans": [
+            {
+                "resource": {"attributes": [attr("service.name", "svc")]},
+                "scopeSpans": [{"scope": {"name": "test"}, "spans": [span]}],
+            }
+        ]
+    }
+    s3.put_object(
+        Bucket="spans",
+        Key=key("otel", start, n),
+        Body=gzip.compress(json.dumps(request).encode(), mtime=0),
+    )
+
+
 def land_spans(s3, db_url: str) -> None:
     s3.create_bucket(Bucket="spans")
     for n, (pipeline, seconds) in enumerate((("p1", 2), ("p2", 6))):
-        start = T10 + timedelta(hours=1, minutes=10 + n)
-        ns = int(start.timestamp()) * 10**9
-        span = {
-            "traceId": f"{n + 1:032x}",
-            "spanId": f"{n + 1:016x}",
-            "name": "sagemaker.invoke_endpoint",
-            "kind": 3,
-            "startTimeUnixNano": str(ns),
-            "endTimeUnixNano": str(ns + seconds * 10**9),
-            "attributes": [
-                attr("pipeline.id", pipeline),
-                attr("aws.sagemaker.endpoint.name", ENDPOINT),
-            ],
-        }
-        request = {
-            "resourceSpans": [
-                {
-                    "resource": {"attributes": [attr("service.name", "svc")]},
-                    "scopeSpans": [{"scope": {"name": "test"}, "spans": [span]}],
-                }
-            ]
-        }
-        s3.put_object(
-            Bucket="spans",
-            Key=key("otel", start, n),
-            Body=gzip.compress(json.dumps(request).encode(), mtime=0),
-        )
+        put_endpoint_span(s3, n, T10 + timedelta(hours=1, minutes=10 + n), seconds, pipeline)
     ingest(s3, db_url, T10, T10 + timedelta(hours=4), "idle")
 
 
@@ -236,3 +240,45 @@ def test_idle_hours_cost_and_the_endpoint_bill_split_by_busy_time(s3, aws_endpoi
     assert sum(shares.values()) == bill
     assert abs(shares["p1"] - bill / 4) < Decimal("1e-9")
     assert abs(shares["p2"] - bill * 3 / 4) < Decimal("1e-9")
+
+
+def test_a_sagemaker_only_deployment_reads_only_its_window(s3, db_url) -> None:
+    """Spans that call SageMaker endpoints and no LLM API: intermediate.int_llm_calls_priced
+    stays empty, so the endpoint hours are anchored on their own newest span. A scheduled
+    run (vars empty) reads its lookback window only; before, the empty anchor gave no
+    bound and every 15-minute run read the whole span history."""
+    land_spans(s3, db_url)
+    dbt_build.build(db_url)
+    scheduled = {"start_time": "", "end_time": ""}  # what a scheduled DAG run passes
+    # Ten days later: the first run after the gap reads from its last span's lookback.
+    later = T10 + timedelta(days=10, minutes=5)
+    put_endpoint_span(s3, 2, later, 4, "p1")
+    ingest(s3, db_url, later - timedelta(minutes=5), later + timedelta(minutes=10), "later")
+    dbt_build.build(db_url, dbt_vars=scheduled)
+
+    old_hour = T10 + timedelta(hours=1)
+    with psycopg.connect(db_url, autocommit=True) as conn:
+        priced = conn.execute("select count(*) from intermediate.int_llm_calls_priced")
+        assert priced.fetchone() == (0,)
+        # A mark that survives the next run only if that run never reads this hour again.
+        conn.execute(
+            "update intermediate.int_sagemaker_span_hours set spans = 99 where hour = %s",
+            (old_hour,),
+        )
+
+    # The next 15 minutes: a run reads the lookback before the newest span, not the 13th.
+    put_endpoint_span(s3, 3, later + timedelta(minutes=15), 3, "p2")
+    ingest(s3, db_url, later + timedelta(minutes=10), later + timedelta(minutes=25), "next")
+    dbt_build.build(db_url, dbt_vars=scheduled)
+
+    with psycopg.connect(db_url) as conn:
+        hours = conn.execute(
+            "select hour, pipeline_id, spans, busy_ms"
+            " from intermediate.int_sagemaker_span_hours order by hour, pipeline_id"
+        ).fetchall()
+    assert hours == [
+        (old_hour, "p1", 99, 2000),
+        (old_hour, "p2", 99, 6000),
+        (later.replace(minute=0), "p1", 1, 4000),
+        (later.replace(minute=0), "p2", 1, 3000),
+    ]

@@ -16,12 +16,18 @@ spans as (
 
     select * from {{ ref('stg_otel__spans') }}
     -- Whole UTC hours: the lookback window, or the vars' range on a backfill.
-    -- Anchored on the priced calls' newest start, not on this table: without
-    -- SageMaker traffic it stays empty, and an empty table anchors nothing (every
-    -- span of the history would be read every run).
+    -- Anchored on the newest SageMaker span already counted here or the newest
+    -- priced call, whichever is later: either table can stay empty (a deployment
+    -- without SageMaker traffic, or one that calls only SageMaker endpoints), and
+    -- an empty anchor bounds nothing (every span of the history would be read
+    -- every run).
     where
         {{ incremental_window(
-            'start_time', time_key='start_time', anchor=ref('int_llm_calls_priced')
+            'start_time', time_key='start_time', anchor=ref('int_llm_calls_priced'),
+            newest=spancost_newest_of([
+                (this, 'last_span_at'),
+                (ref('int_llm_calls_priced'), 'start_time'),
+            ]),
         ) }}
         and sagemaker_endpoint is not null
 
