@@ -73,7 +73,7 @@ trace_spans as (
     from spans
     where
         {{ spancost_in_traces('spans.trace_id', 'touched_traces') }}
-        and spans.start_time >= {{ spancost_trace_context_start('trace_calls') }}
+        and {{ spancost_in_trace_context('spans.start_time', 'trace_calls') }}
 
 ),
 
